@@ -1,0 +1,44 @@
+"""The table of checkpoint formats. Each entry knows how to detect, read and write one format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import native
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    detect: Callable[[Path], bool]
+    # read(path, **hints) -> model; hints are config fields the file cannot tell.
+    read: Callable[..., nn.Module]
+    write: Callable[[nn.Module, Path], Any] | None
+    suffixes: tuple[str, ...] = ()
+
+
+def _read_native(path: Path, **hints: Any) -> nn.Module:
+    return native.load_native(path)
+
+
+FORMATS: list[Format] = [
+    Format("vitkit", "vitkit safetensors (weights + config metadata)", native.is_native, _read_native,
+           native.save_native, (".safetensors",)),
+]
+
+
+def register_format(fmt: Format) -> None:
+    FORMATS.append(fmt)
+
+
+def get_format(name: str) -> Format:
+    for f in FORMATS:
+        if f.name == name:
+            return f
+    raise ValueError(f"unknown checkpoint format {name!r}; known formats: {', '.join(f.name for f in FORMATS)}")

@@ -1,0 +1,1 @@
+"""Imports every format module so each registers itself in ``formats.FORMATS``."""

@@ -1,0 +1,12 @@
+"""The network: ViT, hybrids, the BiT ResNet, and the registry of named configs."""
+
+from .bit import BiTResNet
+from .config import ResNetConfig, ViTConfig
+from .posemb import resample_grid, resample_posemb
+from .registry import build_model, canonical_name, create_model, get_config, list_models
+from .vit import Intermediates, VisionTransformer
+
+__all__ = [
+    "BiTResNet", "Intermediates", "ResNetConfig", "ViTConfig", "VisionTransformer", "build_model",
+    "canonical_name", "create_model", "get_config", "list_models", "resample_grid", "resample_posemb",
+]

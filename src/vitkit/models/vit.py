@@ -1,0 +1,289 @@
+"""The Vision Transformer, numerically the model of ``vit_jax/models_vit.py``.
+
+Parameter layout follows timm (fused ``qkv``) because one (3D x D) matmul is faster than three
+(D x D) ones; the checkpoint readers split and join q/k/v as each format needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ViTConfig
+from .init import lecun_normal_, xavier_uniform_
+from .posemb import resample_posemb
+from .resnet import ResNetStem
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop the whole residual branch per sample."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with q/k/v/out biases (Flax ``MultiHeadDotProductAttention``)."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
+        with torch.no_grad():
+            # Flax initialises q, k, v as three separate (D, D) xavier-uniform kernels.
+            for i in range(3):
+                xavier_uniform_(self.qkv.weight[i * dim : (i + 1) * dim])
+            nn.init.zeros_(self.qkv.bias)
+            xavier_uniform_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, t, d = x.shape
+        q, k, v = self._split(x)
+        p = self.attn_drop if self.training else 0.0
+        weights = None
+        if need_weights:
+            # Explicit path, as Flax's dot_product_attention: scale q, softmax in float32.
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+            weights = scores.float().softmax(dim=-1).to(q.dtype)
+            out = F.dropout(weights, p, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = out.transpose(1, 2).reshape(b, t, d)
+        return self.proj(out), weights
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0, gelu: str = "tanh"):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = drop
+        self.approximate = "tanh" if gelu == "tanh" else "none"
+        for fc in (self.fc1, self.fc2):
+            xavier_uniform_(fc.weight)
+            nn.init.normal_(fc.bias, std=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.fc1(x), approximate=self.approximate)
+        x = F.dropout(x, self.drop, self.training)
+        return F.dropout(self.fc2(x), self.drop, self.training)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm encoder block (``Encoder1DBlock``)."""
+
+    def __init__(self, cfg: ViTConfig, drop_path_rate: float = 0.0):
+        super().__init__()
+        d = cfg.hidden_size
+        self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.attn = Attention(d, cfg.num_heads, cfg.attention_dropout_rate)
+        self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.mlp = Mlp(d, cfg.mlp_dim, cfg.dropout_rate, cfg.gelu)
+        self.drop = cfg.dropout_rate
+        self.drop_path = drop_path_rate
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y, weights = self.attn(self.norm1(x), need_weights)
+        y = F.dropout(y, self.drop, self.training)
+        x = x + drop_path(y, self.drop_path, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        return x, weights
+
+
+@dataclass
+class Intermediates:
+    """What :meth:`VisionTransformer.forward_intermediates` returns."""
+
+    output: torch.Tensor
+    features: torch.Tensor
+    tokens: dict[int, torch.Tensor] = field(default_factory=dict)
+    attentions: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def _check_indices(indices: Sequence[int] | None, n: int, what: str) -> list[int]:
+    if indices is None:
+        return []
+    out = []
+    for i in indices:
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"{what} index {i} is out of range for a model with {n} blocks")
+        out.append(j)
+    return out
+
+
+class VisionTransformer(nn.Module):
+    """ViT and hybrid ViT. Input: float NCHW, normalised as ``config.mean``/``config.std``."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        if not cfg.transformer:
+            raise ValueError("VisionTransformer needs transformer=True; use BiTResNet for a plain ResNet")
+        self.config = cfg
+        d = cfg.hidden_size
+        self.resnet = ResNetStem(cfg.resnet, cfg.in_chans) if cfg.resnet is not None else None
+        embed_in = self.resnet.out_channels if self.resnet is not None else cfg.in_chans
+        self.embedding = nn.Conv2d(embed_in, d, cfg.patch_size, stride=cfg.patch_size)
+        lecun_normal_(self.embedding.weight)
+        nn.init.zeros_(self.embedding.bias)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d)) if cfg.has_class_token else None
+        self.pos_embedding = nn.Parameter(torch.empty(1, cfg.num_tokens, d).normal_(std=0.02))
+        dpr = [cfg.drop_path_rate * i / max(cfg.num_layers - 1, 1) for i in range(cfg.num_layers)]
+        self.blocks = nn.ModuleList(Block(cfg, dpr[i]) for i in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.pre_logits: nn.Linear | None = None
+        if cfg.representation_size:
+            self.pre_logits = nn.Linear(d, cfg.representation_size)
+            lecun_normal_(self.pre_logits.weight)
+            nn.init.zeros_(self.pre_logits.bias)
+        self.head = self._make_head(cfg.feature_dim, cfg.num_classes, cfg.head_bias_init)
+        self._grid = cfg.grid_size
+
+    @staticmethod
+    def _make_head(dim: int, num_classes: int, bias_init: float) -> nn.Module:
+        if not num_classes:
+            return nn.Identity()
+        head = nn.Linear(dim, num_classes)
+        nn.init.zeros_(head.weight)
+        nn.init.constant_(head.bias, bias_init)
+        return head
+
+    # -- configuration changes ------------------------------------------------
+    def reset_head(self, num_classes: int, representation_size: int | None = None, head_bias_init: float = 0.0) -> None:
+        """A new task: zero-initialised head; the pre-logits layer is dropped unless sized."""
+        cfg = self.config
+        if representation_size is None:
+            self.pre_logits = None
+        elif self.pre_logits is None or self.pre_logits.out_features != representation_size:
+            self.pre_logits = nn.Linear(cfg.hidden_size, representation_size)
+            lecun_normal_(self.pre_logits.weight)
+            nn.init.zeros_(self.pre_logits.bias)
+        self.config = cfg.replace(
+            num_classes=num_classes, representation_size=representation_size,
+            head_bias_init=head_bias_init, class_names=None,
+        )
+        self.head = self._make_head(self.config.feature_dim, num_classes, head_bias_init)
+        self.head.to(self.embedding.weight.device)
+
+    @torch.no_grad()
+    def set_image_size(self, image_size: int | tuple[int, int], method: str | None = None) -> None:
+        """Resample the position-embedding parameter for a new input resolution."""
+        cfg = self.config.replace(image_size=image_size)
+        new = resample_posemb(
+            self.pos_embedding.data, self._grid, cfg.grid_size, cfg.num_prefix_tokens,
+            method or cfg.posemb_resample,
+        )
+        self.pos_embedding = nn.Parameter(new)
+        self.config, self._grid = cfg, cfg.grid_size
+
+    # -- forward passes ---------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        if x.dim() != 4 or x.shape[1] != cfg.in_chans:
+            raise ValueError(
+                f"input images must be float (N, {cfg.in_chans}, H, W); got shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"input images must be a float tensor, got {x.dtype}")
+        s = cfg.stride
+        if x.shape[-2] % s[0] or x.shape[-1] % s[1]:
+            raise ValueError(
+                f"input size {tuple(x.shape[-2:])} is not divisible by the model's stride {s} "
+                f"({cfg.name}: patch {cfg.patch_size})"
+            )
+
+    def _posemb(self, grid: tuple[int, int]) -> torch.Tensor:
+        if grid == self._grid:
+            return self.pos_embedding
+        # Resampling on the fly keeps gradients flowing to the stored embedding.
+        return resample_posemb(
+            self.pos_embedding, self._grid, grid, self.config.num_prefix_tokens, self.config.posemb_resample
+        )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding, class token and position embeddings (before the encoder)."""
+        self._check_input(x)
+        if self.resnet is not None:
+            x = self.resnet(x)
+        x = self.embedding(x)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self._posemb(grid)
+        return F.dropout(x, self.config.dropout_rate, self.training)
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.config.norm_after_pool else self.norm(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoded tokens (N, T, D) after the final LayerNorm."""
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x)[0]
+        return self._final_norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """What each classifier mode feeds to the representation layer and head."""
+        mode = self.config.classifier
+        if mode == "token":
+            x = x[:, 0]
+        elif mode == "gap":
+            x = x.mean(dim=1)
+        if self.config.norm_after_pool:
+            x = self.norm(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x)
+        if self.pre_logits is not None:
+            x = torch.tanh(self.pre_logits(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        blocks: Sequence[int] | None = None,
+        attentions: Sequence[int] | None = None,
+    ) -> Intermediates:
+        """Logits plus the output tokens of chosen blocks and the attention probabilities
+        (N, heads, T, T) of chosen blocks. Negative indices count from the end."""
+        n = len(self.blocks)
+        want_tokens = set(_check_indices(blocks, n, "block"))
+        want_attn = set(_check_indices(attentions, n, "attention"))
+        out = Intermediates(output=x, features=x)
+        x = self.embed(x)
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, need_weights=i in want_attn)
+            if i in want_tokens:
+                out.tokens[i] = x
+            if i in want_attn:
+                assert w is not None
+                out.attentions[i] = w
+        out.features = self._final_norm(x)
+        out.output = self.forward_head(out.features)
+        return out
+
+    def get_attention_maps(self, x: torch.Tensor, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Attention probabilities of the chosen layers (all by default), in layer order."""
+        idx = list(range(len(self.blocks))) if layers is None else _check_indices(layers, len(self.blocks), "attention")
+        res = self.forward_intermediates(x, attentions=idx)
+        return [res.attentions[i] for i in idx]
