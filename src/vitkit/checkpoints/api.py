@@ -95,7 +95,7 @@ def load_model(path: str | os.PathLike[str], *, format: str | None = None, **ove
 
 
 # Hints a reader may need before it can build the model (the file cannot tell them).
-_READ_HINTS = {"classifier", "gelu", "layer_norm_eps", "name"}
+_READ_HINTS = {"classifier", "gelu", "layer_norm_eps", "name", "num_heads"}
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], *, format: str | None = None) -> Path:

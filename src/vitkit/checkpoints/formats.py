@@ -24,7 +24,13 @@ class Format:
 
 
 def _read_native(path: Path, **hints: Any) -> nn.Module:
-    return native.load_native(path)
+    model = native.load_native(path)
+    if hints:
+        # The file records its config; a hint given anyway is an explicit override of it.
+        from .api import adapt_model
+
+        model = adapt_model(model, **hints)
+    return model
 
 
 FORMATS: list[Format] = [

@@ -1,0 +1,447 @@
+"""Hugging Face transformers ViT (``ViTForImageClassification`` / ``ViTModel``): import and export.
+
+Files: a ``save_pretrained`` directory (``config.json`` + ``model.safetensors``, sharded or not;
+``pytorch_model.bin`` only through ``torch.load(weights_only=True)``), or a bare state-dict file.
+In memory: :func:`from_hf` and :func:`to_hf`.
+
+Key names come in two generations: the ones on disk (``encoder.layer.N.attention.attention.query``,
+what every transformers version writes and reads) and the in-memory names of transformers >= 5
+(``layers.N.attention.q_proj``). Both are read. HF computes exact-erf GELU with LayerNorm eps
+1e-12 by default; both come along into the vitkit config so an imported model computes what its
+source computed. HF's pooler (dense + tanh on the class token) is the paper's pre-logits layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..models.config import ViTConfig
+from ..models.registry import build_model
+from .errors import CheckpointError, _shape, check_state_dict
+
+# transformers' ACT2FN names -> our GELU variant (gelu_new/gelu_fast are the same tanh formula).
+_ACT = {"gelu": "exact", "gelu_python": "exact", "gelu_pytorch_tanh": "tanh", "gelu_new": "tanh",
+        "gelu_python_tanh": "tanh", "gelu_fast": "tanh"}
+_ACT_OUT = {"exact": "gelu", "tanh": "gelu_pytorch_tanh"}
+
+_LAYER_RE = re.compile(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
+_LAYER_PARTS = {
+    "attention.attention.query": "q", "attention.q_proj": "q",
+    "attention.attention.key": "k", "attention.k_proj": "k",
+    "attention.attention.value": "v", "attention.v_proj": "v",
+    "attention.output.dense": "attn.proj", "attention.o_proj": "attn.proj",
+    "layernorm_before": "norm1", "layernorm_after": "norm2",
+    "intermediate.dense": "mlp.fc1", "mlp.fc1": "mlp.fc1",
+    "output.dense": "mlp.fc2", "mlp.fc2": "mlp.fc2",
+}
+_TOP = {
+    "embeddings.cls_token": "cls", "embeddings.position_embeddings": "pos_embedding",
+    "embeddings.patch_embeddings.projection.weight": "embedding.weight",
+    "embeddings.patch_embeddings.projection.bias": "embedding.bias",
+    "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias",
+    "pooler.dense.weight": "pre_logits.weight", "pooler.dense.bias": "pre_logits.bias",
+    "classifier.weight": "head.weight", "classifier.bias": "head.bias",
+}
+
+
+# -- reading tensor files safely ------------------------------------------------------------------
+def _unpickler_detail(e: Exception) -> str:
+    # torch's message advises weights_only=False (unsafe); keep only what the unpickler objected to.
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.S)
+    detail = " ".join((m.group(1) if m else text.strip().splitlines()[0] if text.strip() else "").split())
+    return detail[:200] or type(e).__name__
+
+
+def read_tensor_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or ``torch.save`` file, never unpickling arbitrary objects."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refusing to unpickle: not a plain state dict of tensors ({_unpickler_detail(e)}); "
+            "loading it any further could run arbitrary code"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - garbage bytes make torch's legacy reader raise anything (KeyError, ...)
+        if mmap:  # old (non-zip) torch.save files cannot be memory-mapped
+            return read_tensor_file(path, mmap=False)
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model", "module"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of named tensors")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(map(str, bad[:10]))}")
+    out = {str(k): v for k, v in obj.items()}
+    if out and all(k.startswith("module.") for k in out):  # saved from DistributedDataParallel
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _peek_keys(path: Path, strict: bool = False) -> list[str]:
+    """Tensor names of a state-dict file ([] if it is none); ``strict``: raise when unreadable."""
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except (SafetensorError, OSError, ValueError) as e:
+            if strict:
+                raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+            return []
+    if path.suffix in TORCH_SUFFIXES:
+        try:
+            return list(read_tensor_file(path, mmap=True))
+        except CheckpointError:
+            if strict:
+                raise
+            return []
+    return []
+
+
+# -- key mapping ------------------------------------------------------------------------------------
+def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {(k[4:] if k.startswith("vit.") else k): v for k, v in state.items()}
+
+
+def canonical_key(key: str) -> str | None:
+    """Our name for an HF key (``blocks.i.q`` etc. for the parts of the fused qkv), or None."""
+    key = key[4:] if key.startswith("vit.") else key
+    if key in _TOP:
+        return _TOP[key]
+    m = _LAYER_RE.match(key)
+    if m and m.group(2) in _LAYER_PARTS:
+        return f"blocks.{m.group(1)}.{_LAYER_PARTS[m.group(2)]}.{m.group(3)}"
+    return None
+
+
+def hf_state_to_ours(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    ours: dict[str, torch.Tensor] = {}
+    unknown = []
+    for k, v in state.items():
+        c = canonical_key(k)
+        if c is None:
+            unknown.append(k)
+        else:
+            ours[c] = v
+    if unknown:
+        raise CheckpointError(
+            f"{source}: tensors with no place in a ViT: " + ", ".join(f"{k} {_shape(state[k])}" for k in unknown[:20])
+        )
+    i = 0
+    while f"blocks.{i}.q.weight" in ours or f"blocks.{i}.k.weight" in ours:
+        for leaf in ("weight", "bias"):
+            parts = [ours.pop(f"blocks.{i}.{t}.{leaf}", None) for t in "qkv"]
+            if any(p is None for p in parts):
+                missing = [f"layer {i} {t}.{leaf}" for t, p in zip("qkv", parts) if p is None]
+                raise CheckpointError(f"{source}: missing tensors: {', '.join(missing)}")
+            ours[f"blocks.{i}.attn.qkv.{leaf}"] = torch.cat(parts, dim=0)
+        i += 1
+    return ours
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def config_from_hf(
+    hf: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str,
+    preprocessor: Mapping[str, Any] | None = None, **hints: Any,
+) -> ViTConfig:
+    """Our config for an HF ViT config (dict) and its (our-named) state dict."""
+    act = hf.get("hidden_act", "gelu")
+    if act not in _ACT:
+        raise CheckpointError(f"{source}: hidden_act={act!r} is not a GELU variant vitkit computes ({sorted(_ACT)})")
+    if not hf.get("qkv_bias", True):
+        raise CheckpointError(f"{source}: qkv_bias=False; the ViT of the paper has query/key/value biases")
+    has_pooler = "pre_logits.weight" in state
+    num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else 0
+    if has_pooler and num_classes:
+        raise CheckpointError(f"{source}: both a pooler and a classifier; HF's classifier does not use the pooler")
+    if has_pooler and hf.get("pooler_act", "tanh") != "tanh":
+        raise CheckpointError(f"{source}: pooler_act={hf.get('pooler_act')!r}; the representation layer is tanh")
+    class_names = None
+    id2label = hf.get("id2label") or {}
+    if num_classes and len(id2label) == num_classes:
+        names = [str(id2label.get(str(i), id2label.get(i, ""))) for i in range(num_classes)]
+        if names != [f"LABEL_{i}" for i in range(num_classes)]:
+            class_names = tuple(names)
+    fields: dict[str, Any] = dict(
+        name=hf.get("vitkit_name") or hf.get("_name_or_path") or "hf-vit",
+        patch_size=_pair(hf.get("patch_size", 16)), hidden_size=int(hf.get("hidden_size", 768)),
+        mlp_dim=int(hf.get("intermediate_size", 3072)), num_heads=int(hf.get("num_attention_heads", 12)),
+        num_layers=int(hf.get("num_hidden_layers", 12)),
+        dropout_rate=float(hf.get("hidden_dropout_prob", 0.0)),
+        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.0)),
+        classifier="token", representation_size=int(state["pre_logits.weight"].shape[0]) if has_pooler else None,
+        num_classes=num_classes, image_size=_pair(hf.get("image_size", 224)), in_chans=int(hf.get("num_channels", 3)),
+        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)), gelu=_ACT[act], class_names=class_names,
+    )
+    if preprocessor and preprocessor.get("do_normalize", True):
+        if "image_mean" in preprocessor and "image_std" in preprocessor:
+            fields["mean"], fields["std"] = tuple(preprocessor["image_mean"]), tuple(preprocessor["image_std"])
+    fields.update(hints)
+    if "name" in fields and "/" in str(fields["name"]) and "name" not in hints:
+        fields["name"] = str(fields["name"]).rstrip("/").rsplit("/", 1)[-1]
+    try:
+        cfg = ViTConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: cannot build a vitkit config: {e}") from e
+    if not cfg.has_class_token:
+        raise CheckpointError(
+            f"{source}: classifier={cfg.classifier!r} has no class token, but an HF ViT always has one"
+        )
+    return cfg
+
+
+def _infer_hf_dict(state: Mapping[str, torch.Tensor], source: str, hints: Mapping[str, Any]) -> dict[str, Any]:
+    """An HF config for a bare state dict (no config.json): shapes, HF defaults, hints."""
+    try:
+        proj = state["embedding.weight"]
+        pos = state["pos_embedding"]
+        fc1 = state["blocks.0.mlp.fc1.weight"]
+    except KeyError as e:
+        raise CheckpointError(f"{source}: missing tensor {e.args[0]} needed to infer the architecture") from e
+    hidden = int(proj.shape[0])
+    layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    grid = int(round((pos.shape[1] - 1) ** 0.5))
+    if grid * grid != pos.shape[1] - 1:
+        raise CheckpointError(f"{source}: position embeddings {_shape(pos)} do not form a square grid")
+    heads = int(hints.get("num_heads", hidden // 64 if hidden % 64 == 0 else 0))
+    if not heads:
+        raise CheckpointError(f"{source}: cannot tell the number of heads of hidden size {hidden}; pass num_heads=")
+    return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=int(fc1.shape[0]), patch_size=[int(proj.shape[2]), int(proj.shape[3])],
+                image_size=[grid * int(proj.shape[2]), grid * int(proj.shape[3])], num_channels=int(proj.shape[1]))
+
+
+def build_from_state(
+    hf_config: Mapping[str, Any] | None, state: Mapping[str, torch.Tensor], source: str,
+    preprocessor: Mapping[str, Any] | None = None, **hints: Any,
+) -> nn.Module:
+    """A vitkit model from an HF state dict (either naming) and its config (None: infer from shapes)."""
+    ours = hf_state_to_ours(_strip_prefix(state), source)
+    if hf_config is None:
+        hf_config = _infer_hf_dict(ours, source, hints)
+    cfg = config_from_hf(hf_config, ours, source, preprocessor, **hints)
+    model = build_model(cfg)
+    check_state_dict(source, model.state_dict(), ours)
+    model.load_state_dict(ours, strict=True)
+    return model
+
+
+# -- the format: files and directories ---------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({e})") from e
+
+
+def _is_hf_dir(path: Path) -> bool:
+    cfg = path / "config.json"
+    if not (path.is_dir() and cfg.is_file()):
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("model_type") == "vit"
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def looks_like_hf(keys: list[str]) -> bool:
+    return any(k.startswith(("vit.embeddings.patch_embeddings.", "embeddings.patch_embeddings.")) for k in keys)
+
+
+def is_hf(path: Path) -> bool:
+    if path.is_dir():
+        return _is_hf_dir(path)
+    return path.is_file() and looks_like_hf(_peek_keys(path))
+
+
+def _dir_weights(path: Path) -> dict[str, torch.Tensor]:
+    single = path / "model.safetensors"
+    index = path / "model.safetensors.index.json"
+    if single.is_file():
+        return read_tensor_file(single)
+    if index.is_file():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        if not shards:
+            raise CheckpointError(f"{index}: no weight_map")
+        state: dict[str, torch.Tensor] = {}
+        for s in shards:
+            state.update(read_tensor_file(path / s))
+        return state
+    if (path / "pytorch_model.bin").is_file():
+        return read_tensor_file(path / "pytorch_model.bin")
+    raise CheckpointError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def read_hf(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
+    path = Path(path)
+    if path.is_dir():
+        hf_config = _read_json(path / "config.json")
+        pre = path / "preprocessor_config.json"
+        preprocessor = _read_json(pre) if pre.is_file() else None
+        return build_from_state(hf_config, _dir_weights(path), str(path), preprocessor, **hints)
+    state = read_tensor_file(path)
+    # A weights file inside a save_pretrained directory: use its config.
+    sibling = path.parent / "config.json"
+    hf_config = _read_json(sibling) if _is_hf_dir(path.parent) else None
+    return build_from_state(hf_config, state, str(path), **hints)
+
+
+def hf_config_dict(cfg: ViTConfig) -> dict[str, Any]:
+    """The transformers ``ViTConfig`` fields of a vitkit config (raises if HF cannot express it)."""
+    problems = []
+    if not cfg.transformer or cfg.resnet is not None:
+        problems.append("hybrid/ResNet models have no HF ViT form")
+    if cfg.classifier not in ("token", "token_unpooled"):
+        problems.append(f"classifier={cfg.classifier!r} (HF ViT always pools the class token)")
+    if cfg.norm_after_pool:
+        problems.append("the final LayerNorm is applied after pooling (timm fc_norm)")
+    if cfg.representation_size and cfg.num_classes:
+        problems.append("a representation layer under a classifier (HF's classifier head bypasses the pooler)")
+    if problems:
+        raise CheckpointError(f"{cfg.name}: cannot express as a Hugging Face ViT: " + "; ".join(problems))
+    size = cfg.image_size[0] if cfg.image_size[0] == cfg.image_size[1] else list(cfg.image_size)
+    patch = cfg.patch_size[0] if cfg.patch_size[0] == cfg.patch_size[1] else list(cfg.patch_size)
+    d: dict[str, Any] = dict(
+        model_type="vit", architectures=["ViTForImageClassification" if cfg.num_classes else "ViTModel"],
+        hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.mlp_dim, hidden_act=_ACT_OUT[cfg.gelu], layer_norm_eps=cfg.layer_norm_eps,
+        hidden_dropout_prob=cfg.dropout_rate, attention_probs_dropout_prob=cfg.attention_dropout_rate,
+        image_size=size, patch_size=patch, num_channels=cfg.in_chans, qkv_bias=True,
+        encoder_stride=cfg.patch_size[0], pooler_output_size=cfg.representation_size or cfg.hidden_size,
+        pooler_act="tanh", initializer_range=0.02, vitkit_name=cfg.name,
+    )
+    if cfg.num_classes:
+        names = cfg.class_names or tuple(f"LABEL_{i}" for i in range(cfg.num_classes))
+        d["id2label"] = {str(i): n for i, n in enumerate(names)}
+        d["label2id"] = {n: i for i, n in enumerate(names)}
+    return d
+
+
+def _hf_names(state: Mapping[str, torch.Tensor], cfg: ViTConfig, legacy: bool, prefix: str) -> dict[str, torch.Tensor]:
+    """Our state dict in HF names (``legacy``: the on-disk names; else transformers >= 5 in-memory)."""
+    rev_top = {v: k for k, v in _TOP.items()}
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k in rev_top:
+            name = rev_top[k]
+            out[name if name.startswith(("pooler.", "classifier.")) else prefix + name] = v
+            continue
+        m = re.match(r"blocks\.(\d+)\.(.+)\.(weight|bias)$", k)
+        if not m:
+            raise CheckpointError(f"no Hugging Face name for parameter {k}")
+        i, part, leaf = m.groups()
+        layer = f"{prefix}encoder.layer.{i}." if legacy else f"{prefix}layers.{i}."
+        if part == "attn.qkv":
+            for t, chunk in zip("qkv", v.chunk(3, dim=0)):
+                sub = {"q": "query", "k": "key", "v": "value"}[t]
+                out[layer + (f"attention.attention.{sub}" if legacy else f"attention.{t}_proj") + f".{leaf}"] = chunk
+            continue
+        names = {
+            "attn.proj": ("attention.output.dense", "attention.o_proj"), "norm1": ("layernorm_before",) * 2,
+            "norm2": ("layernorm_after",) * 2, "mlp.fc1": ("intermediate.dense", "mlp.fc1"),
+            "mlp.fc2": ("output.dense", "mlp.fc2"),
+        }[part]
+        out[layer + names[0 if legacy else 1] + f".{leaf}"] = v
+    return out
+
+
+def to_hf(model: nn.Module) -> nn.Module:
+    """A transformers ``ViTForImageClassification`` (``ViTModel`` when ``num_classes=0``) with our weights."""
+    import transformers
+
+    cfg: ViTConfig = model.config  # type: ignore[assignment]
+    d = hf_config_dict(cfg)
+    d.pop("model_type")
+    d.pop("architectures")
+    hf_cfg = transformers.ViTConfig(**d)
+    if cfg.num_classes:
+        hf = transformers.ViTForImageClassification(hf_cfg)
+        prefix = "vit."
+    else:
+        hf = transformers.ViTModel(hf_cfg, add_pooling_layer=bool(cfg.representation_size))
+        prefix = ""
+    target = hf.state_dict()
+    legacy = any(".encoder.layer." in k or k.startswith("encoder.layer.") for k in target)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    named = _hf_names(state, cfg, legacy, prefix)
+    check_state_dict(f"{cfg.name} -> transformers", target, named)
+    hf.load_state_dict(named, strict=True)
+    return hf.eval()
+
+
+def from_hf_state_dict(state: Mapping[str, torch.Tensor], config: Any = None, **hints: Any) -> nn.Module:
+    """A vitkit model from an HF ViT state dict (on-disk or in-memory names) and its config
+    (a ``transformers.ViTConfig``, a dict as in ``config.json``, or None to infer from shapes)."""
+    if config is not None and not isinstance(config, Mapping):
+        config = config.to_dict()
+    return build_from_state(config, state, "state dict", **hints).eval()
+
+
+def from_hf(hf_model: nn.Module, **hints: Any) -> nn.Module:
+    """A vitkit model computing what a transformers ViT computes (in eval mode)."""
+    hf_config = hf_model.config.to_dict()
+    state = hf_model.state_dict()
+    return build_from_state(hf_config, state, type(hf_model).__name__, **hints).eval()
+
+
+def save_hf(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write a ``save_pretrained``-style directory (config.json, model.safetensors, preprocessor)."""
+    cfg: ViTConfig = model.config  # type: ignore[assignment]
+    path = Path(path)
+    d = hf_config_dict(cfg)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path}: exists and is not a directory (a Hugging Face checkpoint is a directory)")
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    named = {k: v.contiguous() for k, v in _hf_names(state, cfg, True, "vit." if cfg.num_classes else "").items()}
+    tmp = path / "model.safetensors.tmp"
+    save_file(named, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    pre = {
+        "image_processor_type": "ViTImageProcessor", "do_resize": True,
+        "size": {"height": cfg.image_size[0], "width": cfg.image_size[1]}, "resample": 2,
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": list(cfg.mean), "image_std": list(cfg.std),
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
+    return path
+
+
+def _register() -> None:
+    from .formats import Format, register_format
+
+    register_format(Format(
+        "hf", "Hugging Face transformers ViT (save_pretrained directory or state dict)", is_hf, read_hf, save_hf, (),
+    ))
+
+
+_register()

@@ -1,0 +1,466 @@
+"""The official ``.npz`` checkpoints of google-research/vision_transformer (and big_vision).
+
+An ``.npz`` holds the flattened Flax parameter tree (``Transformer/encoderblock_0/...``) in
+Flax layouts: conv kernels HWIO, dense kernels (in, out), attention kernels
+(D, heads, head_dim) and (heads, head_dim, D). The architecture is read from the shapes.
+
+Two naming generations exist for the modules inside an encoder block. The released files were
+written by pre-Linen Flax, which numbered submodules in call order across classes
+(``LayerNorm_0``, ``MultiHeadDotProductAttention_1``, ``LayerNorm_2``, ``MlpBlock_3``); Linen and
+big_vision number per class (``LayerNorm_0``, ``MultiHeadDotProductAttention_0``,
+``LayerNorm_1``, ``MlpBlock_0``). Both are read (ordering by the number, as
+``flax.training.checkpoints.convert_pre_linen`` does); the writer produces the released
+naming by default, which ``vit_jax.checkpoint.load`` converts on load.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..models.config import ResNetConfig, ViTConfig
+from ..models.registry import build_model, get_config, list_models
+from .errors import CheckpointError, _shape
+
+RELEASED = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
+LINEN = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
+NAMINGS = {"released": RELEASED, "linen": LINEN}
+POSEMB = "Transformer/posembed_input/pos_embedding"
+_GN_RE = re.compile(r"(^|/)gn(\d+|_root|_proj)/(scale|bias)$")
+
+
+# -- reading the archive -------------------------------------------------------------------
+def is_npz(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    if path.suffix == ".npz":
+        return True
+    # An .npz under another name: a zip archive of .npy members.
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
+def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` (never unpickling); errors name the file and the member."""
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from e
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"{path}: a single .npy array, not an .npz archive of named parameters")
+    out: dict[str, np.ndarray] = {}
+    # Released files reach 2.5 GB: show progress for big ones.
+    big = path.stat().st_size > 200 * 2**20
+    with archive:
+        for key in tqdm(archive.files, desc=f"reading {path.name}", unit="tensor", disable=not big, leave=False):
+            try:
+                out[key] = np.asarray(archive[key])
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+                raise CheckpointError(
+                    f"{path}: tensor {key!r} is corrupt or truncated ({type(e).__name__}: {e})"
+                ) from e
+    if not out:
+        raise CheckpointError(f"{path}: empty .npz archive")
+    return out
+
+
+def _normalise_keys(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Strip wrapper prefixes and unstack scanned (big_vision ``scan=True``) encoder blocks."""
+    for prefix in ("opt/target/", "params/"):
+        if any(k.startswith(prefix) for k in arrays) and not any(
+            k.startswith(("embedding/", "Transformer/", "conv_root/")) for k in arrays
+        ):
+            # Optimizer state outside the prefix is not model weights.
+            arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    scanned = {k: v for k, v in arrays.items() if k.startswith("Transformer/encoderblock/")}
+    if scanned:
+        depths = {v.shape[0] if v.ndim else -1 for v in scanned.values()}
+        if len(depths) != 1 or -1 in depths:
+            raise CheckpointError(f"{source}: scanned encoder block tensors disagree on the depth: "
+                                  + ", ".join(f"{k} {_shape(v)}" for k, v in scanned.items()))
+        depth = depths.pop()
+        arrays = {k: v for k, v in arrays.items() if k not in scanned}
+        for k, v in scanned.items():
+            rest = k[len("Transformer/encoderblock/"):]
+            for i in range(depth):
+                arrays[f"Transformer/encoderblock_{i}/{rest}"] = v[i]
+    return arrays
+
+
+# -- architecture inference --------------------------------------------------------------------
+def _need(arrays: Mapping[str, np.ndarray], key: str, source: str, ndim: int) -> np.ndarray:
+    if key not in arrays:
+        raise CheckpointError(f"{source}: missing tensor {key!r}, needed to infer the architecture")
+    a = arrays[key]
+    if a.ndim != ndim:
+        raise CheckpointError(f"{source}: tensor {key!r} has shape {_shape(a)}; expected {ndim} dimensions")
+    return a
+
+
+def _block_names(arrays: Mapping[str, np.ndarray], source: str) -> tuple[str, str, str, str]:
+    """(LayerNorm before attention, attention, LayerNorm before MLP, MLP) names in block 0."""
+    subs = {k.split("/")[2] for k in arrays if k.startswith("Transformer/encoderblock_0/")}
+
+    def numbered(cls: str) -> list[str]:
+        found = [s for s in subs if re.fullmatch(rf"{cls}_\d+", s)]
+        return sorted(found, key=lambda s: int(s.rsplit("_", 1)[1]))
+
+    ln, mha, mlp = numbered("LayerNorm"), numbered("MultiHeadDotProductAttention"), numbered("MlpBlock")
+    if len(ln) != 2 or len(mha) != 1 or len(mlp) != 1:
+        raise CheckpointError(
+            f"{source}: Transformer/encoderblock_0 holds modules {sorted(subs)}; expected two LayerNorm_*, "
+            "one MultiHeadDotProductAttention_* and one MlpBlock_* (a standard ViT encoder block)"
+        )
+    return ln[0], mha[0], ln[1], mlp[0]
+
+
+def _infer_resnet(arrays: Mapping[str, np.ndarray], source: str) -> ResNetConfig | None:
+    if "conv_root/kernel" not in arrays:
+        return None
+    root = _need(arrays, "conv_root/kernel", source, 4)
+    width = root.shape[3]
+    if width % 64:
+        raise CheckpointError(
+            f"{source}: conv_root/kernel {_shape(root)} has {width} output channels; vitkit supports ResNet "
+            "widths that are multiples of 64 (integer width factors)"
+        )
+    units: dict[int, set[int]] = {}
+    for k in arrays:
+        m = re.match(r"block(\d+)/unit(\d+)/", k)
+        if m:
+            units.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    stages = sorted(units)
+    if stages != list(range(1, len(stages) + 1)):
+        raise CheckpointError(f"{source}: ResNet stages {stages} are not numbered block1..blockN")
+    layers = []
+    for s in stages:
+        u = sorted(units[s])
+        if u != list(range(1, len(u) + 1)):
+            raise CheckpointError(f"{source}: block{s} has units {u}, not numbered unit1..unitN")
+        layers.append(len(u))
+    return ResNetConfig(num_layers=tuple(layers), width_factor=width // 64)
+
+
+def _known_name(cfg: ViTConfig) -> str:
+    # Name the model after the official table when the architecture is one of them.
+    keys = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet", "transformer")
+    matches = [n for n in list_models() if all(getattr(get_config(n), k) == getattr(cfg, k) for k in keys)]
+    for n in matches:
+        if get_config(n).classifier == cfg.classifier:
+            return n
+    return matches[0] if matches else "custom"
+
+
+def infer_config(arrays: Mapping[str, np.ndarray], source: str, **hints: Any) -> ViTConfig:
+    """The :class:`ViTConfig` an official parameter tree describes; ``hints`` fill in the rest."""
+    resnet = _infer_resnet(arrays, source)
+    has_tf = any(k.startswith("Transformer/") for k in arrays)
+    classifier = hints.pop("classifier", None)
+    head_k = arrays.get("head/kernel")
+    if head_k is not None and head_k.ndim != 2:
+        raise CheckpointError(f"{source}: head/kernel has shape {_shape(head_k)}; expected (features, classes)")
+    num_classes = int(head_k.shape[1]) if head_k is not None else 0
+    if "embedding/kernel" not in arrays and not has_tf:
+        if resnet is None:
+            some = ", ".join(sorted(arrays)[:8])
+            raise CheckpointError(
+                f"{source}: not an official ViT/BiT .npz: no embedding/kernel, Transformer/* or conv_root/kernel "
+                f"(found {len(arrays)} tensors: {some}{', ...' if len(arrays) > 8 else ''})"
+            )
+        in_chans = int(arrays["conv_root/kernel"].shape[2])
+        fields = dict(name="custom", transformer=False, resnet=resnet, classifier="gap", patch_size=(1, 1),
+                      hidden_size=64, num_heads=1, mlp_dim=0, num_layers=0, num_classes=num_classes,
+                      in_chans=in_chans)
+        return _config(fields, hints, source, {"transformer", "resnet", "num_classes", "in_chans"})
+
+    emb = _need(arrays, "embedding/kernel", source, 4)
+    ph, pw, _, hidden = (int(s) for s in emb.shape)
+    in_chans = int(arrays["conv_root/kernel"].shape[2]) if resnet is not None else int(emb.shape[2])
+    blocks = sorted({int(m.group(1)) for k in arrays if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
+    if not blocks:
+        raise CheckpointError(f"{source}: no Transformer/encoderblock_* tensors; not a ViT checkpoint")
+    if blocks != list(range(len(blocks))):
+        raise CheckpointError(f"{source}: encoder blocks {blocks} are not numbered 0..N-1 (missing blocks?)")
+    _, mha, _, mlp = _block_names(arrays, source)
+    q = _need(arrays, f"Transformer/encoderblock_0/{mha}/query/kernel", source, 3)
+    heads = int(q.shape[1])
+    if q.shape[0] != hidden or q.shape[1] * q.shape[2] != hidden:
+        raise CheckpointError(
+            f"{source}: query kernel {_shape(q)} does not fit hidden size {hidden} "
+            "(vitkit needs heads x head_dim == hidden size)"
+        )
+    mlp_dim = int(_need(arrays, f"Transformer/encoderblock_0/{mlp}/Dense_0/kernel", source, 2).shape[1])
+
+    has_cls = "cls" in arrays
+    if classifier is None:
+        classifier = "token" if has_cls else "gap"
+    elif has_cls != (classifier in ("token", "token_unpooled")):
+        raise CheckpointError(
+            f"{source}: classifier={classifier!r} {'needs' if not has_cls else 'has no'} class token, but the "
+            f"file {'has one (cls)' if has_cls else 'has none (no cls tensor)'}"
+        )
+    rep = int(arrays["pre_logits/kernel"].shape[1]) if "pre_logits/kernel" in arrays else None
+
+    pos = arrays.get(POSEMB, arrays.get("pos_embedding"))
+    if pos is None:
+        raise CheckpointError(f"{source}: missing tensor {POSEMB!r} (learned position embeddings)")
+    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != hidden:
+        raise CheckpointError(f"{source}: position embeddings have shape {_shape(pos)}; expected (1, N, {hidden})")
+    n = int(pos.shape[1])
+    prefix = 1 if has_cls else 0
+    side = int(round(np.sqrt(n - prefix))) if n > prefix else 0
+    if side * side != n - prefix:
+        side = int(round(np.sqrt(n)))  # posemb without a class-token row (big_vision)
+        if side * side != n:
+            raise CheckpointError(
+                f"{source}: {n} position embeddings do not form a square grid (+{prefix} class token)"
+            )
+    reduction = resnet.reduction if resnet is not None else 1
+    image = (side * ph * reduction, side * pw * reduction)
+    fields = dict(
+        name="custom", patch_size=(ph, pw), hidden_size=hidden, mlp_dim=mlp_dim, num_heads=heads,
+        num_layers=len(blocks), classifier=classifier, representation_size=rep, num_classes=num_classes,
+        image_size=image, in_chans=in_chans, resnet=resnet,
+    )
+    told = {"patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "representation_size",
+            "num_classes", "image_size", "in_chans", "resnet"}
+    return _config(fields, hints, source, told)
+
+
+def _config(fields: dict[str, Any], hints: Mapping[str, Any], source: str, told: set[str]) -> ViTConfig:
+    """Config from what the file tells plus hints; a hint may not contradict the file."""
+    for k, v in hints.items():
+        if k in told and fields[k] != v:
+            raise CheckpointError(f"{source}: {k}={v!r} contradicts the checkpoint, which has {k}={fields[k]!r}")
+    fields = {**fields, **hints}
+    try:
+        cfg = ViTConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: cannot build a model config: {e}") from e
+    return cfg if "name" in hints else cfg.replace(name=_known_name(cfg))
+
+
+# -- the mapping between our state dict and the official tree ------------------------------------
+def _rules(cfg: ViTConfig, our_keys: list[str], naming: tuple[str, str, str, str]) -> dict[str, tuple[str, list[str]]]:
+    """our key -> (kind, official keys). Kinds: conv, dense, vec, raw, qkv_w, qkv_b, out_w."""
+    ln1, mha, ln2, mlp = naming
+    norm_leaf = {"weight": "scale", "bias": "bias"}
+    rules: dict[str, tuple[str, list[str]]] = {}
+    for k in our_keys:
+        parts = k.split(".")
+        leaf = parts[-1]
+        if parts[0] == "resnet":
+            if parts[1] in ("conv_root", "gn_root"):
+                base = parts[1]
+            else:  # resnet.stages.S.U.name.leaf
+                base = f"block{int(parts[2]) + 1}/unit{int(parts[3]) + 1}/{parts[4]}"
+            if base.rsplit("/", 1)[-1].startswith("conv"):
+                rules[k] = ("conv", [f"{base}/kernel"])
+            else:
+                rules[k] = ("vec", [f"{base}/{norm_leaf[leaf]}"])
+        elif k == "embedding.weight":
+            rules[k] = ("conv", ["embedding/kernel"])
+        elif k == "embedding.bias":
+            rules[k] = ("vec", ["embedding/bias"])
+        elif k == "cls":
+            rules[k] = ("raw", ["cls"])
+        elif k == "pos_embedding":
+            rules[k] = ("raw", [POSEMB])
+        elif parts[0] == "blocks":
+            b = f"Transformer/encoderblock_{int(parts[1])}"
+            sub = ".".join(parts[2:-1])
+            if sub in ("norm1", "norm2"):
+                rules[k] = ("vec", [f"{b}/{ln1 if sub == 'norm1' else ln2}/{norm_leaf[leaf]}"])
+            elif sub == "attn.qkv":
+                kind, name = ("qkv_w", "kernel") if leaf == "weight" else ("qkv_b", "bias")
+                rules[k] = (kind, [f"{b}/{mha}/{t}/{name}" for t in ("query", "key", "value")])
+            elif sub == "attn.proj":
+                if leaf == "weight":
+                    rules[k] = ("out_w", [f"{b}/{mha}/out/kernel"])
+                else:
+                    rules[k] = ("vec", [f"{b}/{mha}/out/bias"])
+            elif sub in ("mlp.fc1", "mlp.fc2"):
+                d = f"{b}/{mlp}/Dense_{0 if sub == 'mlp.fc1' else 1}"
+                rules[k] = ("dense", [f"{d}/kernel"]) if leaf == "weight" else ("vec", [f"{d}/bias"])
+            else:
+                raise CheckpointError(f"no official .npz name for parameter {k}")
+        elif parts[0] == "norm":
+            rules[k] = ("vec", [f"Transformer/encoder_norm/{norm_leaf[leaf]}"])
+        elif parts[0] in ("pre_logits", "head"):
+            rules[k] = ("dense", [f"{parts[0]}/kernel"]) if leaf == "weight" else ("vec", [f"{parts[0]}/bias"])
+        else:
+            raise CheckpointError(f"no official .npz name for parameter {k}")
+    return rules
+
+
+def _official_shapes(kind: str, shape: tuple[int, ...], heads: int) -> list[tuple[int, ...]]:
+    if kind == "conv":
+        o, i, h, w = shape
+        return [(h, w, i, o)]
+    if kind == "dense":
+        return [(shape[1], shape[0])]
+    if kind == "out_w":
+        d, hd = shape[0], shape[1] // heads
+        return [(heads, hd, d)]
+    if kind == "qkv_w":
+        d = shape[1]
+        return [(d, heads, d // heads)] * 3
+    if kind == "qkv_b":
+        d = shape[0] // 3
+        return [(heads, d // heads)] * 3
+    return [tuple(shape)]
+
+
+def _to_flax(kind: str, t: np.ndarray, heads: int) -> list[np.ndarray]:
+    if kind == "conv":
+        return [t.transpose(2, 3, 1, 0)]
+    if kind == "dense":
+        return [t.T]
+    if kind == "out_w":
+        d = t.shape[0]
+        return [t.T.reshape(heads, d // heads, d)]
+    if kind == "qkv_w":
+        d = t.shape[1]
+        return [t[i * d:(i + 1) * d].T.reshape(d, heads, d // heads) for i in range(3)]
+    if kind == "qkv_b":
+        d = t.shape[0] // 3
+        return [t[i * d:(i + 1) * d].reshape(heads, d // heads) for i in range(3)]
+    return [t]
+
+
+def _from_flax(kind: str, arrs: list[np.ndarray]) -> np.ndarray:
+    a = arrs[0]
+    if kind == "conv":
+        return a.transpose(3, 2, 0, 1)
+    if kind == "dense":
+        return a.T
+    if kind == "out_w":
+        return a.reshape(-1, a.shape[-1]).T
+    if kind == "qkv_w":
+        return np.concatenate([x.reshape(x.shape[0], -1).T for x in arrs], axis=0)
+    if kind == "qkv_b":
+        return np.concatenate([x.reshape(-1) for x in arrs], axis=0)
+    return a
+
+
+def params_to_model(arrays: Mapping[str, np.ndarray], source: str, **hints: Any) -> nn.Module:
+    """Build the model an official parameter tree describes and load it (strictly)."""
+    arrays = _normalise_keys(dict(arrays), source)
+    cfg = infer_config(arrays, source, **hints)
+    if "pos_embedding" in arrays and POSEMB not in arrays:
+        arrays[POSEMB] = arrays.pop("pos_embedding")
+    if cfg.has_class_token and POSEMB in arrays:
+        pos = arrays[POSEMB]
+        if pos.shape[1] == cfg.num_tokens - 1:
+            # big_vision adds position embeddings before prepending the class token: a zero row
+            # for the class token computes the same thing.
+            arrays[POSEMB] = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
+    naming = _block_names(arrays, source) if cfg.transformer else RELEASED
+    model = build_model(cfg)
+    ours = model.state_dict()
+    rules = _rules(cfg, list(ours), naming)
+    heads = cfg.num_heads
+    expected: dict[str, tuple[int, ...]] = {}
+    for k, (kind, names) in rules.items():
+        for name, shape in zip(names, _official_shapes(kind, tuple(ours[k].shape), heads)):
+            expected[name] = shape
+
+    def file_shape(name: str) -> tuple[int, ...]:
+        a = arrays[name]
+        # GroupNorm parameters are stored as (C,) or (1, 1, 1, C) depending on the Flax version.
+        return (a.size,) if _GN_RE.search(name) and a.ndim == 4 and a.shape[:3] == (1, 1, 1) else tuple(a.shape)
+
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    mismatched = [n for n in sorted(set(expected) & set(arrays)) if file_shape(n) != expected[n]]
+    if missing or unexpected or mismatched:
+        lines = [f"{source}: checkpoint does not match the architecture inferred from it ({cfg.name}: "
+                 f"hidden {cfg.hidden_size}, {cfg.num_layers} blocks, {cfg.num_heads} heads, mlp {cfg.mlp_dim})"]
+        if missing:
+            lines.append("  missing tensors: " + ", ".join(f"{n} {expected[n]}" for n in missing[:20])
+                         + (f" ... and {len(missing) - 20} more" if len(missing) > 20 else ""))
+        if unexpected:
+            lines.append("  unexpected tensors: " + ", ".join(f"{n} {_shape(arrays[n])}" for n in unexpected[:20])
+                         + (f" ... and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
+        for n in mismatched[:20]:
+            lines.append(f"  shape mismatch for {n}: checkpoint {_shape(arrays[n])}, expected {expected[n]}")
+        raise CheckpointError("\n".join(lines))
+
+    state = {}
+    for k, (kind, names) in rules.items():
+        arrs = [arrays[n].reshape(expected[n]) for n in names]
+        state[k] = torch.from_numpy(np.ascontiguousarray(_from_flax(kind, arrs))).to(ours[k].dtype)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def model_to_params(model: nn.Module, naming: str = "released") -> dict[str, np.ndarray]:
+    """The official parameter tree of ``model`` (flattened, ``/``-separated), as float32 NumPy."""
+    if naming not in NAMINGS:
+        raise ValueError(f"naming={naming!r}; expected one of {sorted(NAMINGS)}")
+    cfg: ViTConfig = model.config  # type: ignore[assignment]
+    if cfg.norm_after_pool:
+        raise CheckpointError(
+            f"{cfg.name}: the final LayerNorm is applied after pooling (a timm fc_norm model); the official "
+            "model applies it before pooling, so this model has no exact official .npz form"
+        )
+    if cfg.gelu != "tanh" or cfg.layer_norm_eps != 1e-6:
+        raise CheckpointError(
+            f"{cfg.name}: gelu={cfg.gelu!r}, layer_norm_eps={cfg.layer_norm_eps}; the official model computes "
+            "tanh GELU with LayerNorm eps 1e-6, so an .npz of these weights would compute something else"
+        )
+    state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in model.state_dict().items()}
+    rules = _rules(cfg, list(state), NAMINGS[naming])
+    out: dict[str, np.ndarray] = {}
+    for k, (kind, names) in rules.items():
+        for name, arr in zip(names, _to_flax(kind, state[k], cfg.num_heads)):
+            out[name] = np.ascontiguousarray(arr, dtype=np.float32)
+    return out
+
+
+# -- format entry points -----------------------------------------------------------------------
+def read_npz(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
+    return params_to_model(read_arrays(path), str(path), **hints)
+
+
+def save_npz(model: nn.Module, path: str | os.PathLike[str], naming: str = "released") -> Path:
+    """Write ``model`` as an official ``.npz`` (atomically). ``naming``: ``released`` or ``linen``."""
+    path = Path(path)
+    params = model_to_params(model, naming)
+    buf = io.BytesIO()
+    np.savez(buf, **params)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getbuffer())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _register() -> None:
+    from .formats import Format, register_format
+
+    register_format(Format(
+        "npz", "official google-research/vision_transformer .npz (both naming generations, hybrids)",
+        is_npz, read_npz, save_npz, (".npz",),
+    ))
+
+
+_register()
