@@ -1,1 +1,22 @@
-"""data."""
+"""Data: sources named by one string, the official ViT preprocessing, deterministic resumable loaders.
+
+>>> from vitkit.data import build_loader, dataset_info
+>>> info = dataset_info("digits")                     # 10 classes, 1438 training images
+>>> loader = build_loader("digits", image_size=16, batch_size=64)
+>>> images, labels = next(iter(loader))               # float32 (64, 3, 16, 16) in [-1, 1], int64 (64,)
+
+Specs: ``digits``, ``folder:PATH``, ``mnist:PATH``, ``cifar:PATH``, ``wds:PATTERN[?num_classes=K]``; see
+:mod:`vitkit.data.sources`. Determinism and bad-data handling: :mod:`vitkit.data.loader`.
+"""
+
+from .loader import Loader, LoaderStats, build_loader
+from .mixup import Mixup, smooth_one_hot
+from .sources import DatasetInfo, RestrictedUnpickler, dataset_info, parse_spec, safe_load_pickle, validate_dataset
+from .transforms import MAX_IMAGE_PIXELS, Preprocess, decode_image, randaugment
+from .wds import write_wds_shards
+
+__all__ = [
+    "MAX_IMAGE_PIXELS", "DatasetInfo", "Loader", "LoaderStats", "Mixup", "Preprocess", "RestrictedUnpickler",
+    "build_loader", "dataset_info", "decode_image", "parse_spec", "randaugment", "safe_load_pickle",
+    "smooth_one_hot", "validate_dataset", "write_wds_shards",
+]

@@ -1,0 +1,58 @@
+"""``vitkit eval``: top-1 / top-5 accuracy of a checkpoint on a data spec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..evaluate.data import add_common_arguments
+
+    p = sub.add_parser("eval", help="top-1 and top-5 accuracy on a data set")
+    add_common_arguments(p)
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="data spec: digits, folder:PATH, wds:PATTERN, mnist:PATH, cifar:PATH")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--out", default=None, metavar="DIR", help="write DIR/eval.json")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate_accuracy
+    from ..evaluate.data import check_batch_size, load_for_inference, loader_stats, open_loader, report_skipped
+
+    check_batch_size(args.batch_size)
+    model = load_for_inference(args.model, args.image_size)
+    cfg = model.config
+    size = int(cfg.image_size[0]) if args.image_size is None else args.image_size
+    loader, info, batches = open_loader(
+        args.data, cfg, split=args.split, image_size=size, batch_size=args.batch_size, limit=args.limit,
+        num_workers=args.num_workers,
+    )
+    if info.num_classes != cfg.num_classes:
+        raise ValueError(
+            f"{args.data} has {info.num_classes} classes but the model's head has {cfg.num_classes}; "
+            "fine-tune it on this data first, or use `vitkit fewshot` for a linear evaluation"
+        )
+    names = getattr(info, "class_names", None)
+    if cfg.class_names and names and tuple(names) != tuple(cfg.class_names):
+        print("warning: the data's class names differ from the checkpoint's; accuracy uses label indices",
+              file=sys.stderr)
+    res = evaluate_accuracy(model, loader, precision=args.precision, device=args.device, total=batches)
+    res.update({"model": str(args.model), "data": args.data, "split": args.split, "image_size": size,
+                "precision": args.precision, "loader": loader_stats(loader)})
+    report_skipped(res["loader"], args.data)
+    print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
+          f"({res['num_examples']} images at {size}x{size})")
+    if res["k_used"]["top5"] < 5:
+        print(f"note: the model has {cfg.num_classes} classes, so top-5 is top-{res['k_used']['top5']}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(res, indent=1))
+        print(f"wrote {out / 'eval.json'}")
+    return 0

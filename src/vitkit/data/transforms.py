@@ -1,0 +1,345 @@
+"""Decoding with bad-data accounting, and the official ViT preprocessing (Pillow + numpy).
+
+Train: Inception-style crop (``tf.image.sample_distorted_bounding_box`` with area 5%-100% and TF's defaults: aspect
+0.75-1.33, 100 attempts, whole image as fallback; see :func:`inception_crop_box`) resized to the training size,
+horizontal flip with p=0.5, optional RandAugment.
+Eval: plain resize to the size (the official fine-tuning evaluation), or resize so the crop is 87.5% of the image
+and take the centre crop. The plain resize reproduces ``tf.image.resize`` (bilinear, half-pixel centres, no
+anti-aliasing, float result not rounded to uint8) so a checkpoint is evaluated on the official pipeline's pixels.
+Training crops and the centre-crop evaluation use Pillow's bilinear resize (uint8; when downsizing Pillow filters
+with a wider, anti-aliasing kernel; upsizing is the same interpolation as TF's up to the uint8 rounding).
+
+Every random decision takes an explicit ``random.Random`` made by :func:`sample_rng` from the sample's identity
+(Python's generator: seeding and scalar draws cost a fraction of numpy's, which matters at ~100 us per sample).
+
+Mode conversion (counted in the loader stats under ``converted``):
+grey (``L``/``1``) -> RGB by replication; RGBA/LA/PA and palette images with transparency -> alpha-composited on
+white (so transparent backgrounds become white, not the undefined colour under alpha=0); palette -> RGB; CMYK -> RGB
+with Pillow's plain conversion (embedded ICC profiles are ignored); 16-bit / 32-bit integer and float images ->
+8-bit (values > 255 are scaled from 0..65535, otherwise clipped). EXIF orientation is not applied, as in the official
+TF pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import random
+import struct
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+
+# Images above this many pixels are skipped as decompression bombs (Pillow's own default warns at 89M and
+# refuses at 179M; a classification data set has no business holding 64-megapixel images).
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+SKIP_REASONS = ("corrupt", "truncated", "unreadable", "too_large", "no_image", "no_label", "corrupt_shard")
+CONVERT_REASONS = ("grey", "rgba", "palette", "cmyk", "high_bit_depth", "other_mode")
+
+
+class BadImage(Exception):
+    """A sample that cannot be used; ``reason`` is one of SKIP_REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode encoded bytes fully (so truncation shows now); BadImage with the reason on failure."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError as e:
+            raise BadImage("unreadable", str(e)) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise BadImage("too_large", str(e)) from None
+        except OSError as e:  # a file cut inside its header
+            raise BadImage("truncated" if "truncat" in str(e).lower() else "corrupt", str(e)) from None
+        except Exception as e:  # Pillow raises many types on garbage headers
+            raise BadImage("corrupt", f"{type(e).__name__}: {e}") from None
+        # Pillow reads only the header in open(): check the size before allocating the pixels.
+        if im.width * im.height > max_pixels:
+            raise BadImage("too_large", f"{im.width}x{im.height} > {max_pixels} pixels")
+        if im.width == 0 or im.height == 0:
+            raise BadImage("corrupt", "zero-sized image")
+        try:
+            im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise BadImage("too_large", str(e)) from None
+        except OSError as e:
+            msg = str(e)
+            raise BadImage("truncated" if "truncat" in msg.lower() else "corrupt", msg) from None
+        except Exception as e:
+            raise BadImage("corrupt", f"{type(e).__name__}: {e}") from None
+    return im
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    a = np.asarray(im)
+    if a.dtype == np.uint8:
+        return Image.fromarray(a)
+    a = a.astype(np.float64)
+    if a.max(initial=0) > 255:
+        a = a * (255.0 / 65535.0)
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+
+
+def to_mode(im: Image.Image, mode: str, counts: dict[str, int] | None = None) -> Image.Image:
+    """Convert any Pillow mode to ``mode`` ('RGB' or 'L'); count the conversion kind in ``counts``."""
+
+    def count(reason: str) -> None:
+        if counts is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+
+    m = im.mode
+    if m == mode:
+        return im
+    if m in ("RGB", "L") and mode in ("RGB", "L"):
+        if m == "L":
+            count("grey")
+        return im.convert(mode)
+    if m == "1":
+        count("grey")
+        return im.convert("L").convert(mode)
+    if m == "P":
+        count("palette")
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        if im.mode == "RGB":
+            return im.convert(mode)
+        m = "RGBA"
+    elif m in ("RGBA", "LA", "PA", "RGBa", "La"):
+        count("rgba")
+    if m in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert(mode)
+    if m == "CMYK":
+        count("cmyk")
+        return im.convert("RGB").convert(mode)
+    if m.startswith("I") or m == "F":
+        count("high_bit_depth")
+        return _to_8bit(im).convert(mode)
+    count("other_mode")
+    return im.convert("RGB").convert(mode)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def sample_rng(*parts: int) -> random.Random:
+    """The augmentation generator of one sample, seeded by a hash of e.g. (seed, epoch, index): it depends on
+    nothing else (no worker-global state), so batches do not depend on worker count or resumption."""
+    words = [int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]
+    digest = hashlib.blake2b(struct.pack(f"<{len(words)}Q", *words), digest_size=16).digest()
+    return random.Random(int.from_bytes(digest, "little"))
+
+
+def _tf_crop_size(width: int, height: int, area: tuple[float, float], ar: float,
+                  rng: random.Random) -> tuple[int, int] | None:
+    """One attempt of TF's ``GenerateRandomCrop`` for aspect ratio ``ar``: the crop *height* is uniform between
+    the heights giving the minimum and the maximum area (so the area is not uniform), width = round(height * ar);
+    None when the rounded box breaks the constraints."""
+    min_area, max_area = area[0] * width * height, area[1] * width * height
+    h = round(math.sqrt(min_area / ar))
+    max_h = round(math.sqrt(max_area / ar))
+    if round(max_h * ar) > width:  # the largest height whose rounded width still fits
+        max_h = int((width + 0.5 - 1e-7) / ar)
+        if round(max_h * ar) > width:
+            max_h -= 1
+    max_h = min(max_h, height)
+    h = min(h, max_h)
+    if h < max_h:
+        h += rng.randint(0, max_h - h)
+    w = round(h * ar)
+    if w * h < min_area:  # rounding: try one pixel taller, then one shorter
+        h += 1
+        w = round(h * ar)
+    if w * h > max_area:
+        h -= 1
+        w = round(h * ar)
+    if w * h < min_area or w * h > max_area or not (0 < w <= width and 0 < h <= height):
+        return None
+    return w, h
+
+
+def inception_crop_box(width: int, height: int, rng: random.Random, area: tuple[float, float] = (0.05, 1.0),
+                       aspect: tuple[float, float] = (0.75, 1.33), attempts: int = 100) -> tuple[int, int, int, int]:
+    """A random (left, top, right, bottom) box as ``tf.image.sample_distorted_bounding_box`` draws it with
+    ``min_object_covered=0`` and its defaults (aspect ratio uniform in (0.75, 1.33), 100 attempts, the whole image if
+    none succeeds); the algorithm of TF's ``GenerateRandomCrop``, written out, including its offsets
+    (uniform in ``[0, size - crop)``)."""
+    for _ in range(attempts):
+        ar = rng.uniform(aspect[0], aspect[1])
+        size = _tf_crop_size(width, height, area, ar, rng)
+        if size is None:
+            continue
+        w, h = size
+        y = rng.randrange(height - h) if h < height else 0
+        x = rng.randrange(width - w) if w < width else 0
+        return x, y, x + w, y + h
+    return 0, 0, width, height
+
+
+# -- RandAugment (the op set and magnitude scaling of the TF EfficientNet/AugReg implementation, on Pillow) ----------
+
+_FILL = (128, 128, 128)
+_MAX_LEVEL = 10.0
+
+
+def _signed(v: float, rng: random.Random) -> float:
+    return -v if rng.random() < 0.5 else v
+
+
+def _affine(im: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
+    fill = _FILL if im.mode == "RGB" else _FILL[0]
+    return im.transform(im.size, Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR, fillcolor=fill)
+
+
+def _cutout(im: Image.Image, size: int, rng: random.Random) -> Image.Image:
+    a = np.array(im)
+    h, w = a.shape[:2]
+    cy, cx = rng.randrange(h), rng.randrange(w)
+    a[max(0, cy - size):cy + size, max(0, cx - size):cx + size] = _FILL[0] if a.ndim == 2 else _FILL
+    return Image.fromarray(a)
+
+
+def _solarize_add(im: Image.Image, add: int, threshold: int = 128) -> Image.Image:
+    a = np.asarray(im).astype(np.int16)
+    out = np.where(a < threshold, np.clip(a + add, 0, 255), a)
+    return Image.fromarray(out.astype(np.uint8))
+
+
+def _apply_op(name: str, im: Image.Image, level: float, rng: random.Random) -> Image.Image:
+    f = level / _MAX_LEVEL
+    w, h = im.size
+    if name == "AutoContrast":
+        return ImageOps.autocontrast(im)
+    if name == "Equalize":
+        return ImageOps.equalize(im)
+    if name == "Invert":
+        return ImageOps.invert(im)
+    if name == "Rotate":
+        fill = _FILL if im.mode == "RGB" else _FILL[0]
+        return im.rotate(_signed(f * 30.0, rng), resample=Image.Resampling.BILINEAR, fillcolor=fill)
+    if name == "Posterize":
+        return ImageOps.posterize(im, max(1, min(8, int(f * 4))))
+    if name == "Solarize":
+        return ImageOps.solarize(im, min(256, int(f * 256)))
+    if name == "SolarizeAdd":
+        return _solarize_add(im, int(f * 110))
+    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
+        enhancer = {"Color": ImageEnhance.Color, "Contrast": ImageEnhance.Contrast,
+                    "Brightness": ImageEnhance.Brightness, "Sharpness": ImageEnhance.Sharpness}[name]
+        return enhancer(im).enhance(max(0.0, f * 1.8 + 0.1))
+    if name == "ShearX":
+        return _affine(im, (1, _signed(f * 0.3, rng), 0, 0, 1, 0))
+    if name == "ShearY":
+        return _affine(im, (1, 0, 0, _signed(f * 0.3, rng), 1, 0))
+    if name == "TranslateX":  # 100 px at 224 in the reference; scaled with the image width here
+        return _affine(im, (1, 0, _signed(f * 100.0 * w / 224.0, rng), 0, 1, 0))
+    if name == "TranslateY":
+        return _affine(im, (1, 0, 0, 0, 1, _signed(f * 100.0 * h / 224.0, rng)))
+    if name == "Cutout":  # 40 px half-size at 224 in the reference
+        return _cutout(im, max(1, int(f * 40.0 * min(w, h) / 224.0)), rng)
+    raise ValueError(f"unknown RandAugment op {name!r}")
+
+
+RANDAUGMENT_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
+                   "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd")
+
+
+def randaugment(im: Image.Image, num_ops: int, magnitude: float, rng: random.Random,
+                prob: float = 1.0) -> Image.Image:
+    """RandAugment as AugReg/big_vision run it (the TF EfficientNet ``distort_image_with_randaugment``): ``num_ops``
+    times, one op drawn uniformly from RANDAUGMENT_OPS is applied (always: ``prob=1``; timm uses 0.5) at
+    ``magnitude`` on the 0..10 scale (AugReg's randaug(2, 15) goes beyond 10 on purpose). Rotations, shears and
+    translations get a random sign; fill value 128. Translate (100 px) and Cutout (40 px) are defined at 224 px and
+    scaled with the image here, so they mean the same on smaller images."""
+    for _ in range(num_ops):
+        name = RANDAUGMENT_OPS[rng.randrange(len(RANDAUGMENT_OPS))]
+        if prob >= 1.0 or rng.random() < prob:
+            im = _apply_op(name, im, magnitude, rng)
+    return im
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def _lerp_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)  # half-pixel centres, clamped at 0
+    lo = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
+    return lo, np.minimum(lo + 1, n_in - 1), (src - lo).astype(np.float32)
+
+
+def tf_resize_bilinear(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``tf.image.resize(image, [h, w])`` as the official evaluation calls it: bilinear, half-pixel centres, no
+    anti-aliasing, float32 output without rounding back to uint8 (the same interpolation as torch's
+    ``interpolate(align_corners=False)``). Separable numpy gathers: single-threaded, so it cannot contend with the
+    training process's thread pool. Returns HWC float32 in [0, 255]."""
+    x = (a if a.ndim == 3 else a[:, :, None]).astype(np.float32)
+    y0, y1, fy = _lerp_axis(x.shape[0], h)
+    x0, x1, fx = _lerp_axis(x.shape[1], w)
+    rows = x[y0] + (x[y1] - x[y0]) * fy[:, None, None]
+    return rows[:, x0] + (rows[:, x1] - rows[:, x0]) * fx[None, :, None]
+
+
+class Preprocess:
+    """Picklable per-sample transform: raw sample (uint8 array or encoded bytes) -> HWC array with values in [0, 255]
+    (uint8, or float32 from the TF-exact evaluation resize)."""
+
+    def __init__(self, *, train: bool, image_size: tuple[int, int], in_chans: int = 3, eval_resize: str = "resize",
+                 randaugment: tuple[int, int] | None = None, crop_area: tuple[float, float] = (0.05, 1.0),
+                 flip: bool = True, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = 0.875):
+        if in_chans not in (1, 3):
+            raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+        if eval_resize not in ("resize", "resize_crop"):
+            raise ValueError(f"eval_resize must be 'resize' or 'resize_crop', got {eval_resize!r}")
+        if not (0 < crop_area[0] <= crop_area[1] <= 1):
+            raise ValueError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
+        self.train = train
+        self.size = image_size  # (h, w)
+        self.mode = "RGB" if in_chans == 3 else "L"
+        self.eval_resize = eval_resize
+        self.randaugment = randaugment
+        self.crop_area = crop_area
+        self.flip = flip
+        self.max_pixels = max_pixels
+        self.crop_fraction = crop_fraction
+
+    def to_image(self, raw: Any, counts: dict[str, int]) -> Image.Image:
+        if isinstance(raw, np.ndarray):  # in-memory sources are known-format: no conversion counted
+            im = Image.fromarray(raw)
+            return im if im.mode == self.mode else im.convert(self.mode)
+        return to_mode(decode_image(raw, self.max_pixels), self.mode, counts)
+
+    def __call__(self, raw: Any, rng: random.Random | None, counts: dict[str, int]) -> np.ndarray:
+        im = self.to_image(raw, counts)
+        h, w = self.size
+        if self.train:
+            assert rng is not None
+            box = inception_crop_box(im.width, im.height, rng, self.crop_area)
+            if self.flip and rng.random() < 0.5:
+                # mirror the source and the box instead of the output: same result, and the source is usually the
+                # smaller image
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                box = (im.width - box[2], box[1], im.width - box[0], box[3])
+            im = im.resize((w, h), Image.Resampling.BILINEAR, box=box)
+            if self.randaugment is not None:
+                im = randaugment(im, self.randaugment[0], self.randaugment[1], rng)
+        elif self.eval_resize == "resize":
+            if im.size != (w, h):
+                return tf_resize_bilinear(np.asarray(im, dtype=np.uint8), h, w)
+        else:
+            scale = max(h / self.crop_fraction / im.height, w / self.crop_fraction / im.width)
+            rw, rh = max(w, int(round(im.width * scale))), max(h, int(round(im.height * scale)))
+            im = im.resize((rw, rh), Image.Resampling.BILINEAR)
+            left, top = (rw - w) // 2, (rh - h) // 2
+            im = im.crop((left, top, left + w, top + h))
+        a = np.asarray(im, dtype=np.uint8)
+        return a[:, :, None] if a.ndim == 2 else a

@@ -1,0 +1,139 @@
+"""Glue between the commands of this package and :mod:`vitkit.data` (data specs -> loaders)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_SPEC = re.compile(r"^(digits|folder|wds|mnist|cifar)(:|\?|$)")
+
+
+def is_data_spec(text: str) -> bool:
+    """``digits``, ``folder:PATH``, ``wds:PATTERN``, ``mnist:PATH``, ``cifar:PATH`` (not a plain path)."""
+    return bool(_SPEC.match(text))
+
+
+def _data_api() -> tuple[Any, Any]:
+    try:
+        from ..data import build_loader, dataset_info
+    except ImportError as e:
+        raise ValueError(f"data specs need vitkit.data.build_loader/dataset_info, which are not available ({e})") from e
+    return build_loader, dataset_info
+
+
+def open_loader(
+    spec: str,
+    cfg: Any,
+    *,
+    split: str,
+    image_size: int,
+    batch_size: int,
+    limit: int | None = None,
+    num_workers: int | None = None,
+) -> tuple[Any, Any, int | None]:
+    """(loader of normalised eval batches, dataset info, number of batches if known) for a spec."""
+    build_loader, dataset_info = _data_api()
+    info = dataset_info(spec, split=split)
+    loader = build_loader(
+        spec, split=split, train=False, image_size=image_size, batch_size=batch_size, mean=cfg.mean, std=cfg.std,
+        in_chans=cfg.in_chans, num_workers=num_workers, eval_resize="resize", limit=limit,
+    )
+    n = getattr(info, "num_examples", None)
+    if n is not None and limit is not None:
+        n = min(n, limit)
+    batches = None if n is None else -(-int(n) // batch_size)
+    return loader, info, batches
+
+
+def loader_stats(loader: Any) -> dict[str, Any]:
+    """What the loader skipped or converted, when it tells (``loader.stats.as_dict()``)."""
+    stats = getattr(loader, "stats", None)
+    if stats is None or not hasattr(stats, "as_dict"):
+        return {}
+    try:
+        return dict(stats.as_dict())
+    except Exception:  # noqa: BLE001 - stats are informative only; never fail a finished evaluation on them
+        return {}
+
+
+def load_for_inference(path: str, image_size: int | None = None) -> Any:
+    """A checkpoint in eval mode, with position embeddings resampled to ``image_size`` if given."""
+    from ..checkpoints import load_model
+
+    model = load_model(path)
+    if image_size is not None:
+        if image_size < 1:
+            raise ValueError(f"--image-size must be positive, got {image_size}")
+        if tuple(model.config.image_size) != (image_size, image_size):
+            model.set_image_size(image_size)
+    return model.eval()
+
+
+def add_common_arguments(p: Any, *, batch_size: int = 64) -> None:
+    """--model, --image-size, --batch-size, --precision, --device, --num-workers."""
+    from ..perf import PRECISIONS
+
+    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint to load (any supported format)")
+    p.add_argument("--image-size", type=int, default=None, metavar="R",
+                   help="evaluation resolution; position embeddings are resampled (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="inference precision (default auto)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--num-workers", type=int, default=None, help="data loading workers (default: automatic)")
+
+
+def check_batch_size(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"--batch-size must be positive, got {n}")
+
+
+def gather_images(
+    cfg: Any, inputs: list[str], num_images: int, *, split: str = "test", batch_size: int = 8,
+) -> Any:
+    """Up to ``num_images`` normalised images (N, C, H, W) at ``cfg``'s resolution from image files,
+    folders or data specs (in order); unreadable files are reported by name and skipped."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from .images import find_images, load_images
+
+    size = tuple(int(s) for s in cfg.image_size)
+    chunks: list[torch.Tensor] = []
+    have = 0
+    for item in inputs:
+        if have >= num_images:
+            break
+        if not Path(item).exists() and is_data_spec(item):
+            loader, _, _ = open_loader(item, cfg, split=split, image_size=size[0], batch_size=batch_size,
+                                       limit=num_images - have)
+            for x, _ in loader:
+                chunks.append(x[: num_images - have])
+                have += len(chunks[-1])
+                if have >= num_images:
+                    break
+            continue
+        found = find_images([item])
+        for p, why in found.skipped:
+            print(f"warning: skipped {p}: {why}", file=sys.stderr)
+        x, _, _ = load_images(found.paths[: num_images - have], size, cfg.mean, cfg.std, cfg.in_chans)
+        if len(x):
+            chunks.append(x)
+            have += len(x)
+    if not have:
+        raise ValueError("no image could be read from " + " ".join(inputs))
+    return torch.cat(chunks)[:num_images]
+
+
+def report_skipped(stats: dict[str, Any], where: str) -> None:
+    """One stderr line naming the images the loader skipped (by reason, with examples), if any."""
+    import sys
+
+    total = int(stats.get("skipped_total", 0) or 0)
+    if not total:
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in stats.get("skipped", {}).items())
+    examples = "; ".join(str(e) for e in stats.get("examples", [])[:3])
+    tail = f", e.g. {examples}" if examples else ""
+    print(f"warning: {where}: skipped {total} unusable image(s) ({reasons}){tail}", file=sys.stderr)

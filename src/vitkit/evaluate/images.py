@@ -1,0 +1,116 @@
+"""Plain image files for ``predict`` and ``analyze``: find them, decode them, normalise them.
+
+Decoding is the eval pipeline's (:class:`vitkit.data.transforms.Preprocess` with
+``eval_resize="resize"``): RGB (or grey for 1-channel models; transparency composited on white),
+resized to the model resolution with bilinear interpolation, scaled to [0, 1] and normalised with
+``config.mean`` / ``config.std``. So ``vitkit predict`` on a file sees what ``vitkit eval`` sees.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass
+class ImageList:
+    """Image paths found on disk, and what was skipped (with the reason)."""
+
+    paths: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def find_images(inputs: Iterable[str | Path]) -> ImageList:
+    """Files as given, folders searched recursively for image suffixes (sorted).
+
+    A path that does not exist is recorded as skipped; an image folder with no images in it is
+    an error naming the folder.
+    """
+    found = ImageList()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"{p}: the folder contains no image files ({', '.join(IMAGE_SUFFIXES)})")
+            found.paths.extend(files)
+        elif p.is_file():
+            found.paths.append(p)
+        else:
+            found.skipped.append((str(p), "no such file or folder"))
+    return found
+
+
+def _decode_with_pillow(path: Path, h: int, w: int, in_chans: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if in_chans == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: cannot read the image ({e.__class__.__name__}: {e})") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _decode(path: Path, h: int, w: int, in_chans: int) -> np.ndarray:
+    """HWC uint8 at (h, w), decoded exactly as the eval data pipeline does when it is available."""
+    try:
+        from ..data.transforms import BadImage, Preprocess
+    except ImportError:
+        return _decode_with_pillow(path, h, w, in_chans)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    try:
+        return Preprocess(train=False, image_size=(h, w), in_chans=in_chans, eval_resize="resize")(raw, None, {})
+    except BadImage as e:
+        raise ValueError(f"{path}: cannot read the image ({e})") from None
+
+
+def load_image(
+    path: str | Path, image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], in_chans: int = 3,
+) -> torch.Tensor:
+    """One image file as a normalised float32 (C, H, W) tensor. Raises ValueError if unreadable."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    if in_chans not in (1, 3):
+        raise ValueError(f"image files can be fed to 1- or 3-channel models only; this model takes {in_chans}")
+    arr = _decode(Path(path), h, w, in_chans)
+    if arr.shape[2] != in_chans:
+        raise ValueError(f"{path}: decoded {arr.shape[2]} channels but the model takes {in_chans}")
+    # Same float32 arithmetic as the data loader's collate: (x / 255 - mean) / std.
+    x = arr.astype(np.float32) / np.float32(255.0)
+    m = np.asarray(mean[:in_chans], dtype=np.float32)
+    s = np.asarray(std[:in_chans], dtype=np.float32)
+    return torch.from_numpy(((x - m) / s).transpose(2, 0, 1).copy())
+
+
+def load_images(
+    paths: Sequence[Path], image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
+    in_chans: int = 3, warn: bool = True,
+) -> tuple[torch.Tensor, list[Path], list[tuple[str, str]]]:
+    """Decode ``paths``; unreadable files are reported by name on stderr and skipped.
+
+    Returns (images (N, C, H, W), the paths decoded, [(path, reason)] skipped).
+    """
+    tensors, ok, skipped = [], [], []
+    for p in paths:
+        try:
+            tensors.append(load_image(p, image_size, mean, std, in_chans))
+            ok.append(p)
+        except ValueError as e:
+            skipped.append((str(p), str(e)))
+            if warn:
+                print(f"warning: skipped {e}", file=sys.stderr)
+    if not tensors:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        return torch.empty(0, in_chans, h, w), ok, skipped
+    return torch.stack(tensors), ok, skipped

@@ -1,0 +1,84 @@
+"""The four figures are written as valid PNGs; the numbers behind them agree with independent code."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vitkit
+from vitkit.analysis import embedding_pca, posemb_similarity, write_figures
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny(**kw):
+    kw.setdefault("hidden_size", 32)
+    return vitkit.create_model("ViT-Ti_16", num_classes=3, image_size=16, patch_size=4, num_layers=2,
+                               num_heads=2, mlp_dim=64, **kw).eval()
+
+
+def _check_png(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG
+    with Image.open(path) as im:
+        im.verify()
+
+
+def test_write_figures_writes_four_valid_pngs_and_json(tmp_path):
+    model = _tiny()
+    res = write_figures(model, torch.randn(3, 3, 16, 16), tmp_path)
+    assert set(res["figures"]) == {"attention_rollout", "mean_attention_distance", "posemb_similarity",
+                                   "embedding_filters"}
+    for p in res["figures"].values():
+        _check_png(p)
+    data = json.loads((tmp_path / "analysis.json").read_text())
+    assert np.array(data["attention_rollout"]).shape == (3, 4, 4)
+    assert np.array(data["mean_attention_distance"]["pixels"]).shape == (2, 2)
+    assert np.array(data["posemb_similarity"]).shape == (4, 4, 4, 4)
+
+
+def test_gap_model_without_class_token(tmp_path):
+    res = write_figures(_tiny(classifier="gap"), torch.randn(2, 3, 16, 16), tmp_path)
+    assert np.array(res["attention_rollout"]).shape == (2, 4, 4)
+
+
+def test_posemb_similarity_is_cosine_of_patch_embeddings():
+    model = _tiny()
+    pos = model.pos_embedding.detach()[0, 1:]
+    ref = torch.nn.functional.cosine_similarity(pos[:, None, :], pos[None, :, :], dim=-1)
+    np.testing.assert_allclose(posemb_similarity(model).numpy(), ref.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("hidden", [32, 64])  # fewer / more filters (32, 64) than pixels per filter (48)
+def test_embedding_pca_matches_sklearn(hidden):
+    from sklearn.decomposition import PCA
+
+    model = _tiny(hidden_size=hidden)
+    comps, ratio = embedding_pca(model, num_components=5)
+    w = model.embedding.weight.detach().double().reshape(hidden, -1).numpy()
+    pca = PCA(n_components=5, svd_solver="full").fit(w)
+    got = comps.reshape(5, -1).double().numpy()
+    for i in range(5):  # components are defined up to sign
+        sign = np.sign(got[i] @ pca.components_[i])
+        np.testing.assert_allclose(sign * got[i], pca.components_[i], atol=1e-5)
+    np.testing.assert_allclose(ratio.numpy(), pca.explained_variance_ratio_, rtol=1e-4)
+
+
+def test_hybrid_skips_the_filter_figure(tmp_path):
+    model = vitkit.create_model("R+ViT-Ti_16", num_classes=3, image_size=64, num_layers=1).eval()
+    res = write_figures(model, torch.randn(1, 3, 64, 64), tmp_path)
+    assert "embedding_filters" not in res["figures"]
+    assert "1x1" in res["skipped"]["embedding_filters"]
+    # Distances are in input pixels: patch size times the ResNet reduction.
+    stride = model.config.stride
+    assert res["pixels_per_token"] == list(stride) and stride[0] > model.config.patch_size[0]
+    for p in res["figures"].values():
+        _check_png(p)
+
+
+def test_bit_has_no_attention():
+    model = vitkit.create_model("BiT-R50x1", num_classes=3, image_size=32, resnet={"num_layers": (1,)})
+    with pytest.raises(ValueError, match="without attention"):
+        write_figures(model, torch.randn(1, 3, 32, 32), "unused")
