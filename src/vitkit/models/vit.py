@@ -48,8 +48,11 @@ class Attention(nn.Module):
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
-        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        # Views only: unbind (not qkv[0], qkv[1], qkv[2]) so that backward writes the three
+        # gradients with one stack into the (b, t, 3, h, hd) layout the qkv linear wants, instead
+        # of zero-filling and copying a full-size buffer per slice.
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).unbind(2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, t, d = x.shape

