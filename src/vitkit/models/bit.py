@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .config import ViTConfig
+from .init import zero_head
 from .resnet import ResNetStem
 
 
@@ -20,22 +21,13 @@ class BiTResNet(nn.Module):
             raise ValueError("BiTResNet needs transformer=False and a resnet config")
         self.config = cfg
         self.resnet = ResNetStem(cfg.resnet, cfg.in_chans)
-        self.head = self._make_head(self.resnet.out_channels, cfg.num_classes, cfg.head_bias_init)
-
-    @staticmethod
-    def _make_head(dim: int, num_classes: int, bias_init: float) -> nn.Module:
-        if not num_classes:
-            return nn.Identity()
-        head = nn.Linear(dim, num_classes)
-        nn.init.zeros_(head.weight)
-        nn.init.constant_(head.bias, bias_init)
-        return head
+        self.head = zero_head(self.resnet.out_channels, cfg.num_classes, cfg.head_bias_init)
 
     def reset_head(self, num_classes: int, representation_size: int | None = None, head_bias_init: float = 0.0) -> None:
         if representation_size:
             raise ValueError("a BiT ResNet has no representation layer")
         self.config = self.config.replace(num_classes=num_classes, head_bias_init=head_bias_init, class_names=None)
-        self.head = self._make_head(self.resnet.out_channels, num_classes, head_bias_init)
+        self.head = zero_head(self.resnet.out_channels, num_classes, head_bias_init)
 
     def set_image_size(self, image_size: int | tuple[int, int], method: str | None = None) -> None:
         self.config = self.config.replace(image_size=image_size)
@@ -54,8 +46,4 @@ class BiTResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def get_attention_maps(self, x: torch.Tensor, layers=None) -> list[torch.Tensor]:  # noqa: ANN001
-        raise TypeError(f"{cfg_name(self)} is a ResNet and has no attention maps")
-
-
-def cfg_name(m: BiTResNet) -> str:
-    return m.config.name
+        raise TypeError(f"{self.config.name} is a ResNet and has no attention maps")

@@ -36,3 +36,13 @@ def xavier_uniform_(w: torch.Tensor) -> torch.Tensor:
     fan_in, fan_out = _fans(w)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return w.uniform_(-limit, limit)
+
+
+def zero_head(dim: int, num_classes: int, bias_init: float = 0.0) -> nn.Module:
+    """The official head: zero-initialised kernel, constant bias; ``num_classes=0`` gives features."""
+    if not num_classes:
+        return nn.Identity()
+    head = nn.Linear(dim, num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.constant_(head.bias, bias_init)
+    return head

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ViTConfig
-from .init import lecun_normal_, xavier_uniform_
+from .init import lecun_normal_, xavier_uniform_, zero_head
 from .posemb import resample_posemb
 from .resnet import ResNetStem
 
@@ -154,17 +154,8 @@ class VisionTransformer(nn.Module):
             self.pre_logits = nn.Linear(d, cfg.representation_size)
             lecun_normal_(self.pre_logits.weight)
             nn.init.zeros_(self.pre_logits.bias)
-        self.head = self._make_head(cfg.feature_dim, cfg.num_classes, cfg.head_bias_init)
+        self.head = zero_head(cfg.feature_dim, cfg.num_classes, cfg.head_bias_init)
         self._grid = cfg.grid_size
-
-    @staticmethod
-    def _make_head(dim: int, num_classes: int, bias_init: float) -> nn.Module:
-        if not num_classes:
-            return nn.Identity()
-        head = nn.Linear(dim, num_classes)
-        nn.init.zeros_(head.weight)
-        nn.init.constant_(head.bias, bias_init)
-        return head
 
     # -- configuration changes ------------------------------------------------
     def reset_head(self, num_classes: int, representation_size: int | None = None, head_bias_init: float = 0.0) -> None:
@@ -180,7 +171,7 @@ class VisionTransformer(nn.Module):
             num_classes=num_classes, representation_size=representation_size,
             head_bias_init=head_bias_init, class_names=None,
         )
-        self.head = self._make_head(self.config.feature_dim, num_classes, head_bias_init)
+        self.head = zero_head(self.config.feature_dim, num_classes, head_bias_init)
         self.head.to(self.embedding.weight.device)
 
     @torch.no_grad()
