@@ -1,0 +1,126 @@
+"""Resumable training checkpoints: ``OUT/checkpoints/step_XXXXXXXX.pt``.
+
+A checkpoint is a ``torch.save`` of plain containers of tensors, numbers and strings (model,
+optimiser, EMA, grad-scaler state, RNG states as uint8 tensors, data position, step), read
+back with ``torch.load(weights_only=True)``: nothing is unpickled that could run code. The
+write is atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
+kill at any moment leaves either the previous set of checkpoints or the new one; the last
+``keep_last`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_path(out: Path, step: int) -> Path:
+    return Path(out) / "checkpoints" / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    folder = Path(out) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = list_checkpoints(out)
+    return found[-1][1] if found else None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
+    """Write ``state`` for ``step`` atomically and delete all but the newest ``keep_last``."""
+    path = checkpoint_path(out, step)
+    atomic_torch_save(state, path)
+    for _, old in list_checkpoints(out)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    # A readable sidecar: what the checkpoint holds, for people and scripts.
+    meta = {"step": step, "file": path.name, **{k: v for k, v in state.get("meta", {}).items()
+                                                  if isinstance(v, (int, float, str, bool))}}
+    (Path(out) / "checkpoints" / "latest.json").write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which one
+        raise ValueError(f"{path}: not a readable vitkit training checkpoint ({type(e).__name__}: {e})") from e
+
+
+def rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    st: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state()
+    st["python"] = json.dumps(random.getstate())
+    np_state = np.random.get_state()
+    st["numpy"] = {"keys": torch.from_numpy(np_state[1].astype("int64")), "pos": int(np_state[2]),
+                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state(st["cuda"])
+    if "python" in st:
+        v = json.loads(st["python"])
+        random.setstate((v[0], tuple(v[1]), v[2]))
+    if "numpy" in st:
+        n = st["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))

@@ -1,0 +1,85 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from vitkit.train import config as C
+from vitkit.train.presets import PRESETS, get_preset
+
+
+def test_overrides_convert_types():
+    cfg = C.apply_overrides(C.TrainConfig(), [
+        "optim.lr=0.01", "data.batch_size=256", "data.randaugment=2,10", "compile=true", "ema=0.999",
+        "data.num_workers=none", "optim.name=sgd", "model.representation_size=0", "optim.betas=0.8,0.99",
+    ])
+    assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.batch_size == 256 and isinstance(cfg.data.batch_size, int)
+    assert cfg.data.randaugment == (2, 10)
+    assert cfg.compile is True and cfg.ema == 0.999
+    assert cfg.data.num_workers is None
+    assert cfg.optim.name == "sgd" and cfg.model.representation_size == 0
+    assert cfg.optim.betas == (0.8, 0.99)
+    # The original is untouched.
+    assert C.TrainConfig().optim.lr != 0.01
+
+
+@pytest.mark.parametrize("item, words", [
+    ("optim.lrr=1", ["optim.lrr", "optim.lr", "optim.momentum"]),
+    ("nosuch=1", ["nosuch", "optim", "seed"]),
+    ("optim.name=lamb", ["'adam'", "'adamw'", "'sgd'"]),
+    ("data.batch_size=12.5", ["data.batch_size", "int"]),
+    ("compile=maybe", ["compile", "bool"]),
+    ("data.randaugment=2", ["data.randaugment", "2"]),
+    ("optim=1", ["section", "optim.lr"]),
+    ("optim.lr", ["key=value"]),
+    ("optim.lr=-1", ["optim.lr"]),
+])
+def test_bad_overrides_name_the_key_and_choices(item, words):
+    with pytest.raises(ValueError) as e:
+        C.apply_overrides(C.TrainConfig(), [item])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = C.apply_overrides(get_preset("bigvision_s16_i1k"), ["out=x", "seed=3"])
+    C.save_yaml(cfg, tmp_path / "config.yaml")
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert raw["optim"]["lr"] == cfg.optim.lr and raw["data"]["randaugment"] == [2, 10]
+    back = C.load_yaml(tmp_path / "config.yaml")
+    assert dataclasses.asdict(back) == dataclasses.asdict(cfg)
+
+
+def test_yaml_unknown_key_rejected(tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="optim.learning_rate"):
+        C.load_yaml(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid_and_documented(name):
+    cfg = get_preset(name)
+    C.validate(cfg)
+    doc = PRESETS[name].__doc__ or ""
+    assert len(doc.split()) >= 10, f"preset {name} needs a docstring with expected result and cost"
+
+
+def test_presets_match_their_sources():
+    # Numbers from the paper (App. B.1) and big_vision/configs/vit_s16_i1k.py.
+    p = get_preset("vit_pretrain")
+    assert (p.optim.name, p.optim.betas, p.optim.weight_decay, p.optim.clip_norm) == ("adam", (0.9, 0.999), 0.1, 1.0)
+    assert (p.data.batch_size, p.schedule.warmup_steps, p.schedule.decay) == (4096, 10_000, "linear")
+    assert p.model.dropout_rate == 0.1 and p.model.representation_size
+    f = get_preset("vit_finetune")
+    assert (f.optim.name, f.optim.momentum, f.optim.weight_decay, f.data.batch_size) == ("sgd", 0.9, 0.0, 512)
+    assert (f.schedule.warmup_steps, f.schedule.decay, f.data.image_size) == (500, "cosine", 384)
+    assert f.optim.lr in (0.001, 0.003, 0.01, 0.03) and f.schedule.steps == 10_000
+    b = get_preset("bigvision_s16_i1k")
+    assert (b.model.classifier, b.data.randaugment, b.data.mixup_alpha) == ("gap", (2, 10), 0.2)
+    assert (b.optim.lr, b.optim.weight_decay, b.optim.wd_mode, b.data.batch_size) == (1e-3, 1e-4, "schedule", 1024)
+    assert (b.schedule.epochs, b.schedule.warmup_steps, b.schedule.decay) == (90, 10_000, "cosine")
+
+
+def test_list_options_covers_every_field():
+    keys = {k for k, _, _ in C.list_options()}
+    assert {"optim.lr", "data.mixup_alpha", "schedule.warmup_steps", "dist.strategy", "ema"} <= keys

@@ -1,0 +1,180 @@
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import vitkit
+from vitkit.train import loop
+from vitkit.train.config import apply_overrides
+from vitkit.train.presets import get_preset
+
+TINY = ["model.patch_size=4", "model.hidden_size=32", "model.mlp_dim=64", "model.num_heads=2",
+        "model.num_layers=2", "data.train=digits", "data.image_size=8", "data.batch_size=16",
+        "data.eval_batch_size=128", "data.num_workers=0", "data.crop_area=0.6,1", "data.flip=false",
+        "optim.lr=0.003", "schedule.warmup_steps=2", "log_every=2", "threads=1", "precision=fp32"]
+
+
+def tiny(out, *extra):
+    return apply_overrides(get_preset("default"), [*TINY, f"out={out}", *extra])
+
+
+def params(path):
+    return load_file(str(path))
+
+
+def test_run_writes_everything(tmp_path):
+    cfg = tiny(tmp_path / "r", "schedule.steps=6", "eval_every=3", "checkpoint_every=2", "keep_last=2",
+               "data.eval_limit=64")
+    s = loop.train(cfg, progress=False)
+    out = tmp_path / "r"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "model.safetensors"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").iterdir()), "no TensorBoard events"
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("step_*.pt"))
+    assert ckpts == ["step_00000004.pt", "step_00000006.pt"]  # keep_last=2
+    assert not list((out / "checkpoints").glob(".*tmp*"))
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["optim"]["lr"] == 0.003 and saved["model"]["hidden_size"] == 32
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [2, 4, 6]
+    evals = [r for r in lines if "eval/top1" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["finished"]
+    assert summary["eval_top1"] == evals[-1]["eval/top1"] and 0 <= summary["eval_top5"] <= 1
+    assert summary["eval"]["examples"] == 64
+    assert "data" in summary and summary["images_per_s"] > 0
+    model = vitkit.load_model(out / "model.safetensors")
+    assert model.config.num_classes == 10 and model.config.image_size == (8, 8)
+    assert model.config.class_names is not None and len(model.config.class_names) == 10
+    assert s["eval_top1"] == summary["eval_top1"]
+
+
+def test_existing_run_needs_resume(tmp_path):
+    cfg = tiny(tmp_path / "r", "schedule.steps=2", "checkpoint_every=1")
+    loop.train(cfg, progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        loop.train(cfg, progress=False)
+
+
+@pytest.mark.parametrize("extra", [[], ["data.mixup_alpha=0.5", "model.dropout_rate=0.1", "ema=0.9"]])
+def test_resume_is_bitwise(tmp_path, extra):
+    # 12 steps = several epochs of the 120-image subset, so the data position crosses epochs.
+    over = ["schedule.steps=12", "checkpoint_every=5", "deterministic=true", "data.limit=48", "eval_every=0",
+            *extra]
+    straight = loop.train(tiny(tmp_path / "a", *over), progress=False)
+    loop.train(tiny(tmp_path / "b", *over), progress=False, stop_at=7)
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    loop.train(tiny(tmp_path / "b", *over), progress=False, resume=True)
+    a, b = params(tmp_path / "a" / "model.safetensors"), params(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa = torch.load(tmp_path / "a/checkpoints/step_00000012.pt", weights_only=True)
+    sb = torch.load(tmp_path / "b/checkpoints/step_00000012.pt", weights_only=True)
+    for k, v in sa["optimizer"]["state"].items():
+        for name, t in v.items():
+            assert torch.equal(t, sb["optimizer"]["state"][k][name]), (k, name)
+    if "ema=0.9" in extra:
+        for k in sa["ema"]:
+            assert torch.equal(sa["ema"][k], sb["ema"][k]), k
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in lines if "loss" in r]
+    assert steps == sorted(set(steps)), "metrics.jsonl has duplicated steps after resume"
+    assert straight["steps"] == 12
+
+
+def test_accumulation_equals_full_batch(tmp_path):
+    # SGD: Adam would turn the rounding noise of near-zero gradients (the key bias) into lr-sized steps.
+    over = ["schedule.steps=3", "eval_every=0", "checkpoint_every=0", "data.batch_size=16", "optim.clip_norm=0.5",
+            "optim.name=sgd", "optim.lr=0.1"]
+    loop.train(tiny(tmp_path / "full", *over), progress=False)
+    loop.train(tiny(tmp_path / "acc", *over, "data.micro_batch_size=4"), progress=False)
+    a, b = params(tmp_path / "full" / "model.safetensors"), params(tmp_path / "acc" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_activation_checkpointing_same_update(tmp_path):
+    over = ["schedule.steps=2", "eval_every=0", "checkpoint_every=0", "model.drop_path_rate=0.2", "optim.name=sgd"]
+    loop.train(tiny(tmp_path / "a", *over), progress=False)
+    loop.train(tiny(tmp_path / "b", *over, "activation_checkpointing=true"), progress=False)
+    a, b = params(tmp_path / "a" / "model.safetensors"), params(tmp_path / "b" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
+    real = loop.compute_loss
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(loop, "compute_loss", flaky)
+    cfg = tiny(tmp_path / "r", "schedule.steps=10", "checkpoint_every=2", "eval_every=0")
+    with pytest.raises(loop.TrainingDiverged) as e:
+        loop.train(cfg, progress=False)
+    msg = str(e.value)
+    assert "step 5" in msg and "step_00000004.pt" in msg
+
+
+def test_finetune_from_checkpoint_at_higher_resolution(tmp_path):
+    loop.train(tiny(tmp_path / "pre", "schedule.steps=2", "eval_every=0", "model.representation_size=16"),
+               progress=False)
+    pre = vitkit.load_model(tmp_path / "pre" / "model.safetensors")
+    assert pre.config.representation_size == 16
+    init = tmp_path / "pre" / "model.safetensors"
+    over = ["schedule.steps=1", "eval_every=0", "data.image_size=16", f"model.init={init}", "optim.name=sgd",
+            "model.patch_size=none", "model.hidden_size=none", "model.mlp_dim=none", "model.num_heads=none",
+            "model.num_layers=none"]
+    cfg = tiny(tmp_path / "ft", *over)
+    # Before any step: the paper's recipe (new zero head, no representation layer, resampled posemb).
+    m = loop.build_train_model(cfg, 10, None)
+    assert m.config.image_size == (16, 16) and m.pre_logits is None
+    assert torch.count_nonzero(m.head.weight) == 0
+    assert m.pos_embedding.shape[1] == 1 + 4 * 4
+    torch.testing.assert_close(m.blocks[0].mlp.fc1.weight, pre.blocks[0].mlp.fc1.weight)
+    loop.train(cfg, progress=False)
+    ft = vitkit.load_model(tmp_path / "ft" / "model.safetensors")
+    assert ft.config.image_size == (16, 16)
+
+
+def test_finetune_rejects_architecture_overrides(tmp_path):
+    loop.train(tiny(tmp_path / "pre", "schedule.steps=1", "eval_every=0"), progress=False)
+    cfg = tiny(tmp_path / "ft", f"model.init={tmp_path / 'pre' / 'model.safetensors'}")
+    with pytest.raises(ValueError, match="model.hidden_size"):
+        loop.train(cfg, progress=False)
+
+
+def test_time_budget_ends_the_run_and_anneals(tmp_path):
+    cfg = tiny(tmp_path / "r", "schedule.time_budget_s=1.5", "schedule.steps=20", "eval_every=0", "log_every=1",
+               "checkpoint_every=0")
+    s = loop.train(cfg, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in lines if "lr" in r]
+    assert s["finished"] and s["steps"] == s["total_steps"] == len(lrs) > 2
+    # Cosine over the clock: the last step's lr is a small fraction of the peak (0.003).
+    assert lrs[-1] < 0.3 * 0.003 and max(lrs) > 0.5 * 0.003
+
+
+def test_losses_and_topk_against_hand_computation():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]])
+    labels = torch.tensor([0, 1])
+    # softmax CE by hand
+    lse = torch.log(torch.exp(logits).sum(-1))
+    ce = (lse - logits[torch.arange(2), labels]).mean()
+    torch.testing.assert_close(loop.compute_loss(logits, labels, "softmax", 0.0), ce)
+    # soft targets (mixup) give the same as hard ones when one-hot
+    onehot = torch.nn.functional.one_hot(labels, 3).float()
+    torch.testing.assert_close(loop.compute_loss(logits, onehot, "softmax", 0.0), ce)
+    # sigmoid: per-class binary cross-entropy summed over classes, averaged over examples
+    p = torch.sigmoid(logits)
+    bce = -(onehot * torch.log(p) + (1 - onehot) * torch.log(1 - p)).sum(-1).mean()
+    torch.testing.assert_close(loop.compute_loss(logits, labels, "sigmoid", 0.0), bce)
+    # top-k: example 0 correct at top-1; example 1 (label 1) is second -> top-2 hit only
+    assert loop.topk_correct(logits, labels, (1, 2, 5)) == [1, 2, 2]
