@@ -98,22 +98,33 @@ def load_model(path: str | os.PathLike[str], *, format: str | None = None, **ove
 _READ_HINTS = {"classifier", "gelu", "layer_norm_eps", "name", "num_heads"}
 
 
-def save_model(model: nn.Module, path: str | os.PathLike[str], *, format: str | None = None) -> Path:
-    """Write ``model``; the format follows ``format`` or the file suffix (``.safetensors``: vitkit)."""
+def writer_format(path: str | os.PathLike[str], format: str | None = None) -> Format:
+    """The writable format named by ``format``, or else the one the file suffix implies."""
     _load_plugins()
     p = Path(path)
-    if format is None:
-        matches = [f for f in FORMATS if f.write is not None and p.suffix in f.suffixes]
-        if not matches:
-            raise CheckpointError(
-                f"{p}: cannot tell the format from the suffix {p.suffix!r}; pass format= one of "
-                + ", ".join(f.name for f in FORMATS if f.write is not None)
-            )
-        fmt = matches[0]
-    else:
+    if format is not None:
         fmt = get_format(format)
-    if fmt.write is None:
-        raise CheckpointError(f"format {fmt.name!r} is read-only")
+        if fmt.write is None:
+            raise CheckpointError(f"format {fmt.name!r} is read-only")
+        return fmt
+    matches = [f for f in FORMATS if f.write is not None and p.suffix in f.suffixes]
+    if not matches:
+        raise CheckpointError(
+            f"{p}: cannot tell the output format from the suffix {p.suffix!r}; pass format= one of "
+            + ", ".join(f.name for f in FORMATS if f.write is not None)
+        )
+    return matches[0]
+
+
+def save_model(
+    model: nn.Module, path: str | os.PathLike[str], *, format: str | None = None, **options: Any
+) -> Path:
+    """Write ``model``; the format follows ``format`` or the file suffix (``.safetensors``: vitkit).
+
+    ``options`` go to the format's writer (``naming="linen"`` for ``.npz``).
+    """
+    p = Path(path)
+    fmt = writer_format(p, format)
     with torch.no_grad():
-        fmt.write(model, p)
+        fmt.write(model, p, **options)
     return p

@@ -9,27 +9,34 @@ class CheckpointError(ValueError):
     """A checkpoint is unreadable, of an unknown format, or does not fit the model."""
 
 
-def _shape(v: object) -> str:
+def _dims(v: object) -> tuple[int, ...] | None:
+    """The shape of a tensor or array, or the value itself when it is already a shape tuple."""
+    if isinstance(v, tuple):
+        return v
     shape = getattr(v, "shape", None)
-    return str(tuple(shape)) if shape is not None else "?"
+    return tuple(shape) if shape is not None else None
+
+
+def _shape(v: object) -> str:
+    dims = _dims(v)
+    return str(dims) if dims is not None else "?"
 
 
 def check_state_dict(
-    source: str, expected: Mapping[str, object], given: Mapping[str, object]
+    source: str, expected: Mapping[str, object], given: Mapping[str, object],
+    header: str = "checkpoint does not match the model",
 ) -> None:
     """Raise a :class:`CheckpointError` listing missing, unexpected and mis-shaped tensors.
 
-    Never a silent partial load: every expected tensor must be present with its exact shape.
+    Values are tensors, arrays or plain shape tuples. Never a silent partial load: every
+    expected tensor must be present with its exact shape.
     """
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
-    mismatched = [
-        k for k in sorted(set(expected) & set(given))
-        if tuple(getattr(expected[k], "shape", ())) != tuple(getattr(given[k], "shape", ()))
-    ]
+    mismatched = [k for k in sorted(set(expected) & set(given)) if _dims(expected[k]) != _dims(given[k])]
     if not (missing or unexpected or mismatched):
         return
-    lines = [f"{source}: checkpoint does not match the model"]
+    lines = [f"{source}: {header}"]
     if missing:
         lines.append("  missing tensors: " + ", ".join(f"{k} {_shape(expected[k])}" for k in missing[:20]))
         if len(missing) > 20:
@@ -39,5 +46,5 @@ def check_state_dict(
         if len(unexpected) > 20:
             lines.append(f"  ... and {len(unexpected) - 20} more unexpected")
     for k in mismatched[:20]:
-        lines.append(f"  shape mismatch for {k}: checkpoint {_shape(given[k])}, model {_shape(expected[k])}")
+        lines.append(f"  shape mismatch for {k}: checkpoint {_shape(given[k])}, expected {_shape(expected[k])}")
     raise CheckpointError("\n".join(lines))

@@ -19,7 +19,8 @@ class Format:
     detect: Callable[[Path], bool]
     # read(path, **hints) -> model; hints are config fields the file cannot tell.
     read: Callable[..., nn.Module]
-    write: Callable[[nn.Module, Path], Any] | None
+    # write(model, path, **options)
+    write: Callable[..., Any] | None
     suffixes: tuple[str, ...] = ()
 
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..models.config import ResNetConfig, ViTConfig
 from ..models.registry import build_model, get_config, list_models
-from .errors import CheckpointError, _shape
+from .errors import CheckpointError, _shape, check_state_dict
 
 RELEASED = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
 LINEN = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
@@ -386,21 +386,11 @@ def params_to_model(arrays: Mapping[str, np.ndarray], source: str, **hints: Any)
         # GroupNorm parameters are stored as (C,) or (1, 1, 1, C) depending on the Flax version.
         return (a.size,) if _GN_RE.search(name) and a.ndim == 4 and a.shape[:3] == (1, 1, 1) else tuple(a.shape)
 
-    missing = sorted(set(expected) - set(arrays))
-    unexpected = sorted(set(arrays) - set(expected))
-    mismatched = [n for n in sorted(set(expected) & set(arrays)) if file_shape(n) != expected[n]]
-    if missing or unexpected or mismatched:
-        lines = [f"{source}: checkpoint does not match the architecture inferred from it ({cfg.name}: "
-                 f"hidden {cfg.hidden_size}, {cfg.num_layers} blocks, {cfg.num_heads} heads, mlp {cfg.mlp_dim})"]
-        if missing:
-            lines.append("  missing tensors: " + ", ".join(f"{n} {expected[n]}" for n in missing[:20])
-                         + (f" ... and {len(missing) - 20} more" if len(missing) > 20 else ""))
-        if unexpected:
-            lines.append("  unexpected tensors: " + ", ".join(f"{n} {_shape(arrays[n])}" for n in unexpected[:20])
-                         + (f" ... and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
-        for n in mismatched[:20]:
-            lines.append(f"  shape mismatch for {n}: checkpoint {_shape(arrays[n])}, expected {expected[n]}")
-        raise CheckpointError("\n".join(lines))
+    check_state_dict(
+        source, expected, {n: file_shape(n) for n in arrays},
+        header=f"checkpoint does not match the architecture inferred from it ({cfg.name}: "
+               f"hidden {cfg.hidden_size}, {cfg.num_layers} blocks, {cfg.num_heads} heads, mlp {cfg.mlp_dim})",
+    )
 
     state = {}
     for k, (kind, names) in rules.items():

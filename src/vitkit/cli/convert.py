@@ -39,9 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model, save_model
-    from ..checkpoints.api import detect_format
+    from ..checkpoints.api import detect_format, writer_format
     from ..checkpoints.formats import get_format
-    from ..checkpoints.official_npz import save_npz
     from .main import UserError
 
     src, dst = Path(args.src), Path(args.dst)
@@ -61,22 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if "representation_size" in overrides and "num_classes" not in overrides:
         raise UserError("--representation-size only applies together with --num-classes (a new head)")
     model = load_model(src, format=src_fmt.name, **overrides)
-    if args.dst_format:
-        dst_fmt = get_format(args.dst_format)
-    else:
-        from ..checkpoints.formats import FORMATS
-
-        matches = [f for f in FORMATS if f.write is not None and dst.suffix in f.suffixes]
-        if not matches:
-            raise UserError(
-                f"cannot tell the output format from {dst.name!r}; pass --format "
-                + "|".join(f.name for f in FORMATS if f.write is not None)
-            )
-        dst_fmt = matches[0]
-    if dst_fmt.name == "npz" and args.npz_naming != "released":
-        save_npz(model, dst, naming=args.npz_naming)
-    else:
-        save_model(model, dst, format=dst_fmt.name)
+    dst_fmt = writer_format(dst, args.dst_format)
+    options = {"naming": args.npz_naming} if dst_fmt.name == "npz" else {}
+    save_model(model, dst, format=dst_fmt.name, **options)
     cfg = model.config
     arch = (f"{cfg.name}: {cfg.num_layers} blocks, hidden {cfg.hidden_size}, {cfg.num_heads} heads, "
             f"classifier {cfg.classifier}, {cfg.num_classes} classes, {cfg.image_size[0]}x{cfg.image_size[1]} px"

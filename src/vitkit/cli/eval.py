@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_accuracy
     from ..evaluate.data import check_batch_size, load_for_inference, loader_stats, open_loader, report_skipped
+    from .main import write_report
 
     check_batch_size(args.batch_size)
     model = load_for_inference(args.model, args.image_size)
@@ -51,8 +50,5 @@ def run(args: argparse.Namespace) -> int:
     if res["k_used"]["top5"] < 5:
         print(f"note: the model has {cfg.num_classes} classes, so top-5 is top-{res['k_used']['top5']}")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(res, indent=1))
-        print(f"wrote {out / 'eval.json'}")
+        write_report(args.out, "eval.json", res)
     return 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 
 def _ints(text: str) -> list[int]:
@@ -42,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluate import extract_features, fewshot_per_seed
     from ..evaluate.data import check_batch_size, load_for_inference, loader_stats, open_loader, report_skipped
+    from .main import write_report
 
     check_batch_size(args.batch_size)
     if args.seeds < 1:
@@ -89,8 +88,5 @@ def run(args: argparse.Namespace) -> int:
         spread = ", ".join(f"{100 * a:.2f}" for a in per_seed[int(k)])
         print(f"{k:>3}-shot: {100 * v:.2f}%  (seeds: {spread})")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "fewshot.json").write_text(json.dumps(res, indent=1))
-        print(f"wrote {out / 'fewshot.json'}")
+        write_report(args.out, "fewshot.json", res)
     return 0

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # Order shown in --help. A module that does not exist (yet) is skipped.
 COMMANDS = ("models", "demo", "convert", "train", "eval", "fewshot", "analyze", "predict", "export", "bench")
@@ -19,6 +21,14 @@ COMMANDS = ("models", "demo", "convert", "train", "eval", "fewshot", "analyze", 
 
 class UserError(Exception):
     """A problem with the user's input, reported without a traceback."""
+
+
+def write_report(out_dir: str, name: str, result: dict) -> None:
+    """Write ``result`` as ``OUT_DIR/NAME`` (JSON) and say so."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(result, indent=1))
+    print(f"wrote {out / name}")
 
 
 def build_parser() -> argparse.ArgumentParser:

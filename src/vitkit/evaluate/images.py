@@ -48,24 +48,10 @@ def find_images(inputs: Iterable[str | Path]) -> ImageList:
     return found
 
 
-def _decode_with_pillow(path: Path, h: int, w: int, in_chans: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if in_chans == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: cannot read the image ({e.__class__.__name__}: {e})") from None
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
 def _decode(path: Path, h: int, w: int, in_chans: int) -> np.ndarray:
-    """HWC uint8 at (h, w), decoded exactly as the eval data pipeline does when it is available."""
-    try:
-        from ..data.transforms import BadImage, Preprocess
-    except ImportError:
-        return _decode_with_pillow(path, h, w, in_chans)
+    """HWC uint8 at (h, w), decoded exactly as the eval data pipeline does."""
+    from ..data.transforms import BadImage, Preprocess
+
     try:
         raw = path.read_bytes()
     except OSError as e:

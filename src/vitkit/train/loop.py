@@ -515,7 +515,8 @@ class Trainer:
                         self.scaler.unscale_(self.opt)
                     grad_norm = None
                     if cfg.optim.clip_norm > 0:
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_norm))
+                        # Kept as a tensor: reading it (a device sync on GPU) only happens on logging steps.
+                        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_norm)
                     apply_decoupled_wd(self.opt)
                     if self.scaler is not None:
                         self.scaler.step(self.opt)
@@ -538,7 +539,7 @@ class Trainer:
                                "lr": self.opt.param_groups[0]["lr"], "images_per_s": ips,
                                "time_s": now - t_start}
                         if grad_norm is not None:
-                            rec["grad_norm"] = grad_norm
+                            rec["grad_norm"] = float(grad_norm)
                         self._write(metrics_f, writer, rec, "train")
                         if pbar is not None:
                             pbar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}", img_s=f"{ips:.0f}")
