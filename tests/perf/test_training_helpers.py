@@ -126,3 +126,60 @@ def test_attention_hot_path_matches_explicit_formula() -> None:
     ref.square().sum().backward()
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(x.grad, xr.grad, rtol=1e-5, atol=1e-5)
+
+
+def _grads(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+    loss.backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def test_bf16_residual_stream_gradients_within_bf16_tolerance() -> None:
+    """The bf16 stream against fp32 (the reference), measured against plain autocast's own error."""
+    from vitkit.perf import bf16_residual_stream
+
+    torch.manual_seed(0)
+    model = _model(0.0)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 5, (8,))
+    ref = _grads(model, x, y, bf16=False)
+    plain = _grads(model, x, y, bf16=True)
+    seen = []
+    model.blocks[1].register_forward_pre_hook(lambda m, a: seen.append(a[0].dtype))
+    bf16_residual_stream(model)
+    bf16_residual_stream(model)  # idempotent: one hook
+    assert len(model.blocks[0]._forward_pre_hooks) == 1
+    stream = _grads(model, x, y, bf16=True)
+    assert seen == [torch.bfloat16]  # the stream really is bf16 between blocks
+    assert torch.equal(_grads(model, x, y, bf16=False), ref)  # no effect outside bf16 autocast
+    err, plain_err = (stream - ref).norm() / ref.norm(), (plain - ref).norm() / ref.norm()
+    assert 0 < err <= 0.05
+    assert err <= 4 * plain_err + 1e-3
+    assert list(model.state_dict()) == list(_model(0.0).state_dict())
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_attention_explicit_bf16_path_matches_sdpa(grad: bool) -> None:
+    """The explicit bf16 attention (used below the size limit on CPU) against PyTorch's SDPA."""
+    import vitkit.models.vit as vit
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 16, dtype=torch.bfloat16, requires_grad=grad) for _ in range(3))
+    assert vit._explicit_is_faster(q) and not vit._explicit_is_faster(q.float())
+    attn = vit.Attention(48, 3)
+    with torch.no_grad():
+        attn.qkv.bias.normal_()
+    x = torch.randn(2, 7, 48, requires_grad=grad)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = attn(x)[0]
+        old, vit._EXPLICIT_MAX_ELEMENTS = vit._EXPLICIT_MAX_ELEMENTS, 0
+        try:
+            ref = attn(x)[0]  # the SDPA kernel
+        finally:
+            vit._EXPLICIT_MAX_ELEMENTS = old
+    torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    if grad:
+        g1 = torch.autograd.grad(out.float().square().sum(), x)[0]
+        g2 = torch.autograd.grad(ref.float().square().sum(), x)[0]
+        assert (g1 - g2).norm() <= 0.03 * g2.norm()

@@ -11,7 +11,11 @@ def test_overrides_convert_types():
     cfg = C.apply_overrides(C.TrainConfig(), [
         "optim.lr=0.01", "data.batch_size=256", "data.randaugment=2,10", "compile=true", "ema=0.999",
         "data.num_workers=none", "optim.name=sgd", "model.representation_size=0", "optim.betas=0.8,0.99",
+        "model.resnet_layers=(3,4)",
     ])
+    assert cfg.model.resnet_layers == (3, 4)
+    assert C.apply_overrides(C.TrainConfig(), ["model.resnet_layers=()"]).model.resnet_layers == ()
+    assert C.apply_overrides(C.TrainConfig(), ["model.resnet_layers=none"]).model.resnet_layers is None
     assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
     assert cfg.data.batch_size == 256 and isinstance(cfg.data.batch_size, int)
     assert cfg.data.randaugment == (2, 10)
@@ -32,6 +36,7 @@ def test_overrides_convert_types():
     ("data.randaugment=2", ["data.randaugment", "2"]),
     ("optim=1", ["section", "optim.lr"]),
     ("optim.lr", ["key=value"]),
+    ("model.resnet_layers=1,x", ["model.resnet_layers", "tuple of int"]),
     ("optim.lr=-1", ["optim.lr"]),
 ])
 def test_bad_overrides_name_the_key_and_choices(item, words):

@@ -97,6 +97,20 @@ def test_accumulation_equals_full_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
+@pytest.mark.parametrize("name, layers, stages", [("ViT-Ti_16", "()", 0), ("R+ViT-Ti_16", "(1,)", 1),
+                                                   ("R+ViT-Ti_16", None, 0)])
+def test_hybrid_stem_from_config(name, layers, stages):
+    over = [f"model.name={name}", "model.patch_size=1", "data.image_size=16"]
+    if layers is not None:
+        over.append(f"model.resnet_layers={layers}")
+    model = loop.build_train_model(apply_overrides(get_preset("default"), over), 10, None)
+    assert model.config.resnet is not None and len(model.config.resnet.num_layers) == stages
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+    # 16 px through the root block's /4 (the first ResNet stage keeps the stride) and 1x1 patches:
+    # a 4x4 grid + the class token.
+    assert model.embed(torch.zeros(1, 3, 16, 16)).shape[1] == 17
+
+
 def test_activation_checkpointing_same_update(tmp_path):
     over = ["schedule.steps=2", "eval_every=0", "checkpoint_every=0", "model.drop_path_rate=0.2", "optim.name=sgd"]
     loop.train(tiny(tmp_path / "a", *over), progress=False)

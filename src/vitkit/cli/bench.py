@@ -162,7 +162,13 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from ..models.flops import count_flops
-    from ..perf import enable_activation_checkpointing, inference_model, maybe_compile, resolve_precision
+    from ..perf import (
+        bf16_residual_stream,
+        enable_activation_checkpointing,
+        inference_model,
+        maybe_compile,
+        resolve_precision,
+    )
     from ..perf.bench import (
         alternate,
         infer_step,
@@ -220,6 +226,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     else:
         if args.checkpointing:
             enable_activation_checkpointing(model)
+        if precision == "bf16" and not args.reference:
+            bf16_residual_stream(model)  # as vitkit train does
         # Same weights for both sides: HF was built from the model before any step.
         ours_model = maybe_compile(model, args.compile)
         mb = args.micro_batch or args.batch

@@ -26,6 +26,7 @@ from torch import nn
 
 from .memory import peak_memory_bytes, peak_memory_method, reset_peak_memory
 from .training import (
+    bf16_residual_stream,
     disable_activation_checkpointing,
     enable_activation_checkpointing,
     make_optimizer,
@@ -37,7 +38,7 @@ from .training import (
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 __all__ = [
-    "PRECISIONS", "autocast", "cpu_has_fast_bf16", "disable_activation_checkpointing",
+    "PRECISIONS", "autocast", "bf16_residual_stream", "cpu_has_fast_bf16", "disable_activation_checkpointing",
     "enable_activation_checkpointing", "inference_model", "make_optimizer", "maybe_compile",
     "peak_memory_bytes", "peak_memory_method", "pin_batch", "reset_peak_memory", "resolve_precision",
     "to_device",

@@ -172,12 +172,23 @@ def _fast_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return self.forward_head(self.norm(_cls_only_last_block(self.blocks[-1], x)))
 
 
+def _fast_embed(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = type(self).__mro__[1].embed(self, x)
+    # bf16: the residual stream is held in bf16 too (LayerNorm takes bf16 input with fp32 affine
+    # parameters and returns bf16; the packed linears return bf16, so the adds stay bf16). Under
+    # autocast it would be promoted to fp32 at every residual add and cast back to bf16 before
+    # every linear: two full-size conversions per sub-block. Measured +6-8% images/s on ViT-B/16
+    # (benchmarks/README.md); logits stay within bf16 tolerance of fp32 (tests/perf/test_fast_path.py).
+    dtype = getattr(self, "_vitkit_stream_dtype", None)
+    return x if dtype is None else x.to(dtype)
+
+
 _FAST_CLASSES: dict[type, type] = {}
 
 
 def _fast_class(cls: type) -> type:
     if cls not in _FAST_CLASSES:
-        sub = type(f"Fast{cls.__name__}", (cls,), {"forward": _fast_forward})
+        sub = type(f"Fast{cls.__name__}", (cls,), {"forward": _fast_forward, "embed": _fast_embed})
         sub.__module__ = __name__
         globals()[sub.__name__] = sub
         _FAST_CLASSES[cls] = sub
@@ -193,5 +204,7 @@ def fast_inference_copy(model: nn.Module, precision: str) -> nn.Module:
     pack_linears(fast, dtype)
     if type(fast) is VisionTransformer:
         fast.__class__ = _fast_class(VisionTransformer)
+        if dtype != torch.float32:
+            fast._vitkit_stream_dtype = dtype  # type: ignore[assignment]
     fast._vitkit_fast = precision  # type: ignore[assignment]
     return fast

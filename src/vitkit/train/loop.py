@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.config import ResNetConfig
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, copy_config, save_yaml, to_dict, validate
+from .config import ModelConfig, TrainConfig, copy_config, save_yaml, to_dict, validate
 from .dist import DistInfo, all_reduce_, barrier, init_distributed, resolve_device
 from .optim import EMA, apply_decoupled_wd, build_optimizer, lr_multiplier
 
@@ -49,8 +50,21 @@ def _step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
 
 # -- model -----------------------------------------------------------------------------
 
-_STRUCTURAL = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "classifier")
+_STRUCTURAL = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width",
+               "classifier")
 _REGULARISERS = ("dropout_rate", "attention_dropout_rate", "drop_path_rate")
+
+
+def _resnet_stem(m: ModelConfig) -> ResNetConfig | None:
+    """The hybrid stem asked for by ``model.resnet_layers``/``model.resnet_width`` (None: the named model's)."""
+    if m.resnet_layers is None and m.resnet_width is None:
+        return None
+    from ..models.registry import get_config
+
+    base = get_config(m.name).resnet or ResNetConfig(num_layers=())
+    layers = base.num_layers if m.resnet_layers is None else m.resnet_layers
+    width = base.width_factor if m.resnet_width is None else m.resnet_width
+    return ResNetConfig(num_layers=layers, width_factor=width)
 
 
 def build_train_model(cfg: TrainConfig, num_classes: int, class_names: list[str] | None) -> nn.Module:
@@ -69,31 +83,16 @@ def build_train_model(cfg: TrainConfig, num_classes: int, class_names: list[str]
         extra = {"classifier": m.classifier} if m.classifier else {}
         model = load_model(m.init, num_classes=num_classes, image_size=size, representation_size=rep, **extra, **reg)
     else:
-        over = {k: getattr(m, k) for k in _STRUCTURAL if getattr(m, k) is not None}
+        over = {k: getattr(m, k) for k in _STRUCTURAL if getattr(m, k) is not None and not k.startswith("resnet")}
+        stem = _resnet_stem(m)
+        if stem is not None:
+            over["resnet"] = stem
         if m.representation_size is not None:
             over["representation_size"] = rep
         model = create_model(m.name, num_classes=num_classes, image_size=size, **over, **reg)
     if class_names and len(class_names) == num_classes:
         model.config = model.config.replace(class_names=tuple(class_names))
     return model.train()
-
-
-def enable_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each encoder block in the backward pass (``torch.utils.checkpoint``)."""
-    from torch.utils.checkpoint import checkpoint
-
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        raise ValueError("activation_checkpointing needs a ViT (a model with .blocks)")
-    for block in blocks:
-        inner = block.forward
-
-        def fwd(x: torch.Tensor, need_weights: bool = False, _inner: Any = inner) -> Any:
-            if need_weights or not torch.is_grad_enabled():
-                return _inner(x, need_weights)
-            return checkpoint(_inner, x, need_weights, use_reentrant=False)
-
-        block.forward = fwd
 
 
 # -- loss and metrics ----------------------------------------------------------------------
@@ -239,6 +238,8 @@ class Trainer:
         self.model_config = model.config
         model.to(self.device)
         if cfg.activation_checkpointing:
+            from ..perf import enable_activation_checkpointing
+
             enable_activation_checkpointing(model)
         self.model = model  # the bare module (state dicts, saving)
         self.ema = EMA(model, cfg.ema) if cfg.ema else None
@@ -294,9 +295,11 @@ class Trainer:
         self.fwd_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
 
         self.opt = build_optimizer(model, cfg.optim)
-        from ..perf import resolve_precision
+        from ..perf import bf16_residual_stream, resolve_precision
 
         self.precision = resolve_precision(cfg.precision, self.device)
+        if self.precision == "bf16":
+            bf16_residual_stream(model)  # the hook sits on the bare module, under any wrapper
         self.scaler = None
         if self.precision == "fp16":
             if self.device.type == "cpu":
