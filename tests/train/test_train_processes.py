@@ -23,7 +23,8 @@ BIN = Path(sys.executable).parent
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # PYTHONFAULTHANDLER: a worker killed by a signal prints every thread's Python stack.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     env.pop("VITKIT_DEBUG", None)
     return env
 
@@ -42,7 +43,8 @@ def test_two_processes_match_one(tmp_path, strategy):
            "--out", str(tmp_path / "two"), "--no-progress", f"dist.strategy={strategy}", *over]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     if r.returncode != 0:  # show the workers' own messages, not only torchrun's summary
-        keep = [x for x in r.stderr.splitlines() if any(w in x for w in ("rank", "Error", "error", "terminate"))]
+        keep = [x for x in r.stderr.splitlines()
+                if any(w in x for w in ("rank", "Error", "error", "terminate", "File ", "Thread ", "Fatal"))]
         raise AssertionError("\n".join(keep[:60]) or r.stderr[-3000:])
     loop.train(apply_overrides(get_preset("default"), [*over, f"out={tmp_path / 'one'}"]), progress=False)
     a, b = _params(tmp_path / "one" / "model.safetensors"), _params(tmp_path / "two" / "model.safetensors")

@@ -679,6 +679,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
         if trainer is not None and trainer.dist.initialized_here:
+            import gc
+
             import torch.distributed as dist
 
+            # DDP's reducer and FSDP's state keep the process group alive after
+            # destroy_process_group(); were they left to interpreter exit, gloo's worker threads
+            # would be torn down during finalisation, where they can abort the process (SIGABRT,
+            # "terminate called without an active exception", seen in the 2-process tests under
+            # load; pytorch/pytorch#179291). Drop them first so the group really ends here.
+            trainer.__dict__.clear()
+            trainer = None
+            gc.collect()
             dist.destroy_process_group()
