@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train --compare hf: the HF side's AdamW implementation: torch's default (as "
                         "transformers' Trainer) or vitkit's fused one (isolates the model's own speed)")
     p.add_argument("--reference", action="store_true",
-                   help="infer: time the plain model (nn.Linear, autocast) instead of the inference fast path")
+                   help="time the plain model instead of vitkit's fast paths (infer: nn.Linear under "
+                        "autocast instead of the packed inference copy; train bf16: no bf16 residual stream)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per candidate (0: memory only)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--peak-size", type=int, default=2048, help="n of the n x n x n matmul that measures the peak")
