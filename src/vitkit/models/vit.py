@@ -29,7 +29,7 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 # Largest attention matrix (batch x heads x tokens x tokens elements, per layer) for which the
-# explicit path is used with bf16/fp16 input on CPU: 64 MB in bf16. Measured on the 2-core EPYC
+# explicit path is used with bf16 input on CPU: 64 MB. Measured on the 2-core EPYC
 # (torch 2.13): at 197 tokens PyTorch's CPU flash-attention kernel takes 75 ms for forward +
 # backward of ViT-S/16's attention at batch 32 vs 31 ms for two bf16 batched matmuls and a
 # softmax (18 vs 12 ms forward only, ViT-B/16 batch 16); in fp32, or for long sequences (577
@@ -39,8 +39,7 @@ _EXPLICIT_MAX_ELEMENTS = 1 << 25
 
 def _explicit_is_faster(q: torch.Tensor) -> bool:
     b, h, t, _ = q.shape
-    return (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-            and b * h * t * t <= _EXPLICIT_MAX_ELEMENTS)
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and b * h * t * t <= _EXPLICIT_MAX_ELEMENTS
 
 
 class Attention(nn.Module):
