@@ -33,43 +33,40 @@ def _params(path):
     return load_file(str(path))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one(tmp_path, strategy):
-    # Two processes with 8 images each must make the update of one process with 16 (gloo on CPU).
-    # SGD: Adam would blow the rounding noise of near-zero gradients up to lr-sized steps.
-    over = [*TINY, "optim.name=sgd", "optim.lr=0.1", "optim.clip_norm=0.5", "schedule.steps=3", "eval_every=0"]
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "vitkit.cli.main", "train",
-           "--out", str(tmp_path / "two"), "--no-progress", f"dist.strategy={strategy}", *over]
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
-    if r.returncode != 0:  # show the workers' own messages, not only torchrun's summary
-        keep = [x for x in r.stderr.splitlines()
-                if any(w in x for w in ("rank", "Error", "error", "terminate", "File ", "Thread ", "Fatal"))]
-        raise AssertionError("\n".join(keep[:60]) or r.stderr[-3000:])
-    loop.train(apply_overrides(get_preset("default"), [*over, f"out={tmp_path / 'one'}"]), progress=False)
-    a, b = _params(tmp_path / "one" / "model.safetensors"), _params(tmp_path / "two" / "model.safetensors")
-    assert a.keys() == b.keys()
-    moved = 0
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+def _assert_weights_moved(over, params):
     init = loop.build_train_model(apply_overrides(get_preset("default"), over), 10, None).state_dict()
-    moved = sum(not torch.equal(init[k], a[k]) for k in a)
-    assert moved > len(a) // 2, "the run did not change the weights; the comparison would be empty"
-    import json
-
-    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["micro_batch_size"] == 8
+    moved = sum(not torch.equal(init[k], params[k]) for k in params)
+    assert moved > len(params) // 2, "the run did not change the weights; the comparison would be empty"
 
 
 def _torchrun(out, over, *flags):
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "vitkit.cli.main", "train",
            "--out", str(out), "--no-progress", *flags, *over]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
-    if r.returncode != 0:
+    if r.returncode != 0:  # show the workers' own messages, not only torchrun's summary
         keep = [x for x in r.stderr.splitlines()
                 if any(w in x for w in ("rank", "Error", "error", "terminate", "File ", "Thread ", "Fatal"))]
         raise AssertionError("\n".join(keep[:60]) or r.stderr[-3000:])
     return r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, strategy):
+    # Two processes with 8 images each must make the update of one process with 16 (gloo on CPU).
+    # SGD: Adam would blow the rounding noise of near-zero gradients up to lr-sized steps.
+    over = [*TINY, "optim.name=sgd", "optim.lr=0.1", "optim.clip_norm=0.5", "schedule.steps=3", "eval_every=0"]
+    _torchrun(tmp_path / "two", over, f"dist.strategy={strategy}")
+    loop.train(apply_overrides(get_preset("default"), [*over, f"out={tmp_path / 'one'}"]), progress=False)
+    a, b = _params(tmp_path / "one" / "model.safetensors"), _params(tmp_path / "two" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+    _assert_weights_moved(over, a)
+    import json
+
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["micro_batch_size"] == 8
 
 
 @pytest.mark.slow
@@ -89,8 +86,7 @@ def test_fsdp_resume_matches_uninterrupted(tmp_path):
     r = _torchrun(out, over, "--resume")
     assert "step 3" in r.stderr or "step_00000003" in r.stderr, r.stderr[-2000:]
     got = _params(out / "model.safetensors")
-    init = loop.build_train_model(apply_overrides(get_preset("default"), over), 10, None).state_dict()
-    assert sum(not torch.equal(init[k], ref[k]) for k in ref) > len(ref) // 2
+    _assert_weights_moved(over, ref)
     for k in ref:
         assert torch.equal(got[k], ref[k]), k
 

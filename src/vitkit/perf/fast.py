@@ -172,23 +172,12 @@ def _fast_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return self.forward_head(self.norm(_cls_only_last_block(self.blocks[-1], x)))
 
 
-def _fast_embed(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    x = type(self).__mro__[1].embed(self, x)
-    # bf16: the residual stream is held in bf16 too (LayerNorm takes bf16 input with fp32 affine
-    # parameters and returns bf16; the packed linears return bf16, so the adds stay bf16). Under
-    # autocast it would be promoted to fp32 at every residual add and cast back to bf16 before
-    # every linear: two full-size conversions per sub-block. Measured +6-8% images/s on ViT-B/16
-    # (benchmarks/README.md); logits stay within bf16 tolerance of fp32 (tests/perf/test_fast_path.py).
-    dtype = getattr(self, "_vitkit_stream_dtype", None)
-    return x if dtype is None else x.to(dtype)
-
-
 _FAST_CLASSES: dict[type, type] = {}
 
 
 def _fast_class(cls: type) -> type:
     if cls not in _FAST_CLASSES:
-        sub = type(f"Fast{cls.__name__}", (cls,), {"forward": _fast_forward, "embed": _fast_embed})
+        sub = type(f"Fast{cls.__name__}", (cls,), {"forward": _fast_forward})
         sub.__module__ = __name__
         globals()[sub.__name__] = sub
         _FAST_CLASSES[cls] = sub
@@ -204,7 +193,12 @@ def fast_inference_copy(model: nn.Module, precision: str) -> nn.Module:
     pack_linears(fast, dtype)
     if type(fast) is VisionTransformer:
         fast.__class__ = _fast_class(VisionTransformer)
-        if dtype != torch.float32:
-            fast._vitkit_stream_dtype = dtype  # type: ignore[assignment]
+        if dtype == torch.bfloat16:
+            # The residual stream in bf16 too, as in training (the packed linears already return
+            # bf16): measured +6-8% images/s on ViT-B/16; logits within bf16 tolerance of fp32
+            # (tests/perf/test_fast_path.py). Acts under bf16 autocast, as the commands run it.
+            from .training import bf16_residual_stream
+
+            bf16_residual_stream(fast)
     fast._vitkit_fast = precision  # type: ignore[assignment]
     return fast
