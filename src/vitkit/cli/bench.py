@@ -164,8 +164,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
 
     from ..models.flops import count_flops
     from ..perf import (
-        bf16_residual_stream,
         enable_activation_checkpointing,
+        fast_bf16_training,
         inference_model,
         maybe_compile,
         resolve_precision,
@@ -228,7 +228,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         if args.checkpointing:
             enable_activation_checkpointing(model)
         if precision == "bf16" and not args.reference:
-            bf16_residual_stream(model)  # as vitkit train does
+            fast_bf16_training(model)  # as vitkit train does
         # Same weights for both sides: HF was built from the model before any step.
         ours_model = maybe_compile(model, args.compile)
         mb = args.micro_batch or args.batch

@@ -97,8 +97,11 @@ class Mlp(nn.Module):
             xavier_uniform_(fc.weight)
             nn.init.normal_(fc.bias, std=1e-6)
 
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate=self.approximate)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.fc1(x), approximate=self.approximate)
+        x = self.act(self.fc1(x))
         x = F.dropout(x, self.drop, self.training)
         return F.dropout(self.fc2(x), self.drop, self.training)
 

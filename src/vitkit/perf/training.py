@@ -150,3 +150,15 @@ def maybe_compile(model: nn.Module, enabled: bool, **kwargs: Any) -> nn.Module:
     if not enabled:
         return model
     return torch.compile(model, **kwargs)  # type: ignore[return-value]
+
+
+def fast_bf16_training(model: nn.Module) -> nn.Module:
+    """Everything vitkit does to speed up bf16 training on CPU, in one call (state_dict unchanged).
+
+    :func:`bf16_residual_stream` plus the compiled tanh-GELU (:func:`vitkit.perf.gelu.fast_gelu`:
+    +14% images/s for the CIFAR preset's step, A/B in one process). Both act only under bf16
+    autocast on bf16 tensors, so the model stays correct in any other precision. Returns ``model``.
+    """
+    from .gelu import fast_gelu
+
+    return fast_gelu(bf16_residual_stream(model))

@@ -295,11 +295,11 @@ class Trainer:
         self.fwd_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
 
         self.opt = build_optimizer(model, cfg.optim)
-        from ..perf import bf16_residual_stream, resolve_precision
+        from ..perf import fast_bf16_training, resolve_precision
 
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.precision == "bf16":
-            bf16_residual_stream(model)  # the hook sits on the bare module, under any wrapper
+            fast_bf16_training(model)  # hooks and class swaps act on the bare module, under any wrapper
         self.scaler = None
         if self.precision == "fp16":
             if self.device.type == "cpu":
