@@ -137,6 +137,48 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
     assert "step 5" in msg and "step_00000004.pt" in msg
 
 
+def _lagged(monkeypatch):
+    """Read the per-step flags one step late, as on CUDA, on this CPU."""
+    real = loop.Trainer.setup
+
+    def setup(self):
+        real(self)
+        self.lagged_flags = True
+
+    monkeypatch.setattr(loop.Trainer, "setup", setup)
+
+
+def test_lagged_flags_change_nothing_but_when_they_are_read(tmp_path, monkeypatch):
+    over = ["schedule.steps=7", "eval_every=0", "checkpoint_every=3", "log_every=2"]
+    loop.train(tiny(tmp_path / "a", *over), progress=False)
+    _lagged(monkeypatch)
+    loop.train(tiny(tmp_path / "b", *over), progress=False)
+    a, b = params(tmp_path / "a" / "model.safetensors"), params(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(x).get("loss") for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+              for r in ("a", "b")]
+    assert losses[0] == losses[1] and len([x for x in losses[0] if x is not None]) == 4  # steps 2, 4, 6, 7
+
+
+def test_lagged_flags_still_stop_at_the_bad_step_before_any_checkpoint(tmp_path, monkeypatch):
+    real = loop.compute_loss
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(loop, "compute_loss", flaky)
+    _lagged(monkeypatch)
+    # Step 5 diverges; its flags are read during step 6, before step 6's checkpoint is written.
+    cfg = tiny(tmp_path / "r", "schedule.steps=10", "checkpoint_every=3", "eval_every=0", "log_every=100")
+    with pytest.raises(loop.TrainingDiverged) as e:
+        loop.train(cfg, progress=False)
+    assert "step 5" in str(e.value) and "step_00000003.pt" in str(e.value)
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("step_*.pt")) == ["step_00000003.pt"]
+
+
 def test_finetune_from_checkpoint_at_higher_resolution(tmp_path):
     loop.train(tiny(tmp_path / "pre", "schedule.steps=2", "eval_every=0", "model.representation_size=16"),
                progress=False)

@@ -308,6 +308,8 @@ class Trainer:
 
         self.step, self.epoch, self.train_time = 0, 0, 0.0
         self.budget = cfg.schedule.time_budget_s
+        # Read each step's loss/stop flags one step late on GPUs (see run()); tests set it on CPU.
+        self.lagged_flags = self.device.type == "cuda"
         if self.ckpt_path is not None:
             self._load(self.ckpt_path)
 
@@ -463,6 +465,8 @@ class Trainer:
         train_time_start = self.train_time
         eval_res: dict[str, Any] = {}
         stopped_by: str | None = None
+        pending: tuple[int, torch.Tensor] | None = None  # (step, flags) not yet read (CUDA)
+        stopping = False
         self.ddp_model.train()
         try:
             with _Stop() as stop:
@@ -475,7 +479,7 @@ class Trainer:
                     mult = lr_multiplier(self.step, cfg.schedule, self.total_steps, progress)
                     for g, lr in zip(self.opt.param_groups, base_lrs):
                         g["lr"] = lr * mult
-                    loss_sum = torch.zeros((), dtype=torch.float64)
+                    loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
                     for micro in range(self.accum):
                         images, labels = self._next_batch()
                         self._empty_epoch = False
@@ -496,24 +500,16 @@ class Trainer:
                             loss = compute_loss(logits, targets, self.loss_kind, ls)
                             scaled = loss / self.accum
                             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                        loss_sum += loss.detach().double().cpu()
+                        loss_sum += loss.detach().double()  # stays on the device: no sync per micro-batch
                         images_seen += images.shape[0] * d.world_size
-                    # One small all-reduce per step: mean loss, divergence and stop requests agree on all ranks.
-                    local_loss = loss_sum.item() / self.accum
-                    flags = torch.tensor([local_loss if math.isfinite(local_loss) else 0.0,
-                                          0.0 if math.isfinite(local_loss) else 1.0,
-                                          1.0 if stop.signal is not None else 0.0], dtype=torch.float64)
-                    if d.enabled:
-                        flags = flags.to(self.device) if d.enabled and self.device.type == "cuda" else flags
-                        all_reduce_(flags)
-                        flags = flags.cpu()
-                    if flags[1] > 0:
-                        where = f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else \
-                            "no checkpoint was written yet"
-                        raise TrainingDiverged(
-                            f"loss is {local_loss if not math.isfinite(local_loss) else 'NaN/inf on another rank'} at "
-                            f"step {self.step + 1}; {where} (lower optim.lr, check the data, or use precision=fp32)")
-                    last_loss = flags[0].item() / d.world_size
+                    flags = self._step_flags(loss_sum / self.accum, stop.signal is not None)
+                    # On CUDA the flags of step N are read while step N+1 runs (reading them waits
+                    # for the GPU), so the host never idles the GPU; on CPU they are read at once.
+                    ready, pending = (pending, (self.step + 1, flags)) if self.lagged_flags else \
+                        ((self.step + 1, flags), None)
+                    if ready is not None:
+                        last_loss, stop_req = self._settle(ready)
+                        window_loss, window_n, stopping = window_loss + last_loss, window_n + 1, stopping or stop_req
                     if self.scaler is not None:
                         self.scaler.unscale_(self.opt)
                     grad_norm = None
@@ -531,14 +527,19 @@ class Trainer:
                         self.ema.update(self.model)
                     self.step += 1
                     self.train_time += time.perf_counter() - t_step
-                    window_loss += last_loss
-                    window_n += 1
                     window_img += cfg.data.batch_size
+                    boundary = (self.step % cfg.log_every == 0 or self.step == end or stopping
+                                or bool(cfg.eval_every) and self.step % cfg.eval_every == 0
+                                or bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0)
+                    if pending is not None and boundary:  # nothing is logged or saved unchecked
+                        last_loss, stop_req = self._settle(pending)
+                        window_loss, window_n, stopping, pending = window_loss + last_loss, window_n + 1, \
+                            stopping or stop_req, None
 
                     if self.step % cfg.log_every == 0 or self.step == end:
                         now = time.perf_counter()
                         ips = window_img / max(now - window_t, 1e-9)
-                        rec = {"step": self.step, "epoch": self.epoch, "loss": window_loss / window_n,
+                        rec = {"step": self.step, "epoch": self.epoch, "loss": window_loss / max(window_n, 1),
                                "lr": self.opt.param_groups[0]["lr"], "images_per_s": ips,
                                "time_s": now - t_start}
                         if grad_norm is not None:
@@ -549,7 +550,6 @@ class Trainer:
                         window_loss, window_n, window_t, window_img = 0.0, 0, now, 0
                     if pbar is not None:
                         pbar.update(1)
-                    stopping = flags[2] > 0
                     t_side = time.perf_counter()  # evaluation and checkpoints do not count as training speed
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < end and \
                             self.test_loader is not None and not stopping:
@@ -561,6 +561,8 @@ class Trainer:
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < end:
                         self.save()
                     window_t += time.perf_counter() - t_side
+                if pending is not None:  # the clock ended the run between boundaries
+                    last_loss, _ = self._settle(pending)
         finally:
             if pbar is not None:
                 pbar.close()
@@ -581,6 +583,28 @@ class Trainer:
         if writer is not None:
             writer.close()
         return summary
+
+    def _step_flags(self, loss: torch.Tensor, stop_requested: bool) -> torch.Tensor:
+        """[loss or 0, loss not finite, stop requested], summed over ranks (launched, not read)."""
+        finite = torch.isfinite(loss)
+        flags = torch.stack([torch.where(finite, loss, torch.zeros_like(loss)), (~finite).double(),
+                             torch.tensor(float(stop_requested), dtype=torch.float64, device=loss.device)])
+        if self.dist.enabled:
+            # One small all-reduce per step: mean loss, divergence and stop requests agree on all ranks.
+            all_reduce_(flags)
+        return flags
+
+    def _settle(self, item: tuple[int, torch.Tensor]) -> tuple[float, bool]:
+        """Read one step's flags (a device sync on GPU): (mean loss, stop requested); raise if diverged."""
+        step, flags = item
+        loss, bad, stop = flags.tolist()
+        if bad > 0:
+            where = f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else \
+                "no checkpoint was written yet"
+            raise TrainingDiverged(f"loss is NaN or infinite at step {step} (on {int(bad)} of "
+                                   f"{self.dist.world_size} processes); {where} (lower optim.lr, check the data, "
+                                   "or use precision=fp32)")
+        return loss / self.dist.world_size, stop > 0
 
     def _eval_and_log(self, f: Any, writer: Any, t_start: float) -> dict[str, Any]:
         res: dict[str, Any] = dict(self.evaluate())
