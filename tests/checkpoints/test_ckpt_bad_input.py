@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import random
 import subprocess
 import sys
 
@@ -42,9 +43,10 @@ def test_corrupt_npz_member(tmp_path, good_npz):
 
 
 @pytest.mark.parametrize("name,content", [
-    ("random.bin", os.urandom(4096)), ("notes.txt", b"hello, I am not a model\n"),
-    ("random.npz", os.urandom(4096)), ("random.safetensors", os.urandom(4096)),
-])
+    # Seeded bytes: the same test ids in every pytest-xdist worker.
+    ("random.bin", random.Random(1).randbytes(4096)), ("notes.txt", b"hello, I am not a model\n"),
+    ("random.npz", random.Random(2).randbytes(4096)), ("random.safetensors", random.Random(3).randbytes(4096)),
+], ids=["random.bin", "notes.txt", "random.npz", "random.safetensors"])
 def test_unknown_or_garbage_files(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)

@@ -66,7 +66,7 @@ def test_fast_path_follows_weight_updates_and_caches() -> None:
     with torch.no_grad():
         ref = model(x)
     with torch.inference_mode():
-        torch.testing.assert_close(fast(x), ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fast(x), ref, rtol=0, atol=5e-5)  # larger weights; oneDNN's order differs by CPU
     model.reset_head(3)
     fast2 = inference_model(model, "fp32")
     assert fast2 is not fast

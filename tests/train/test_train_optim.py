@@ -70,3 +70,30 @@ def test_ema_matches_closed_form():
     ema.update(m)
     # e1 = 0.9 w0 + 0.1 (w0+1); e2 = 0.9 e1 + 0.1 (w0+1) = w0 + 0.19
     torch.testing.assert_close(ema.state_dict()["fc.weight"], w0 + 0.19)
+
+
+def test_ema_state_goes_back_to_the_models_device_and_dtype():
+    m = torch.nn.Linear(3, 2)
+    ema = EMA(m, 0.9)
+    ema.shadow = {k: torch.empty_like(v, device="meta") for k, v in ema.shadow.items()}  # stands in for a GPU
+    sd = {k: v.double() for k, v in m.state_dict().items()}  # as read from a checkpoint, on the CPU
+    ema.load_state_dict(sd)
+    assert all(v.device.type == "meta" and v.dtype == torch.float32 for v in ema.shadow.values())
+    with pytest.raises(ValueError, match="weight.*shape"):
+        ema.load_state_dict({**sd, "weight": torch.zeros(5, 5)})
+
+
+def test_more_processes_than_gpus_is_refused(monkeypatch):
+    from vitkit.train.dist import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    for name in ("auto", "cuda"):
+        with pytest.raises(ValueError, match="2 processes on this node but 1 GPU.*nproc_per_node=1.*device=cpu"):
+            resolve_device(name)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cpu") == torch.device("cpu")

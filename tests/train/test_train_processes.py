@@ -18,7 +18,8 @@ from vitkit.train.presets import get_preset
 TINY = ["model.patch_size=4", "model.hidden_size=32", "model.mlp_dim=64", "model.num_heads=2",
         "model.num_layers=2", "data.train=digits", "data.image_size=8", "data.batch_size=16",
         "data.num_workers=0", "data.eval_limit=64", "data.crop_area=0.6,1", "data.flip=false",
-        "schedule.warmup_steps=2", "threads=1", "precision=fp32", "log_every=5"]
+        "schedule.warmup_steps=2", "threads=1", "precision=fp32", "log_every=5",
+        "device=cpu"]  # gloo on CPU: two processes, whatever GPUs the machine has
 BIN = Path(sys.executable).parent
 
 

@@ -306,11 +306,13 @@ class Loader:
 
     def __init__(self, *, spec: str, source: MapSource | WdsSource, pre: Preprocess, collate: _Collate,
                  batch_size: int, seed: int, rank: int, world_size: int, num_workers: int, shuffle: bool,
-                 drop_last: bool, shuffle_buffer: int, limit: int | None, streams: int | None, prefetch: int):
+                 drop_last: bool, shuffle_buffer: int, limit: int | None, streams: int | None, prefetch: int,
+                 pin_memory: bool = False):
         self.spec, self.source, self.pre, self.collate = spec, source, pre, collate
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.num_workers, self.shuffle, self.drop_last = num_workers, shuffle, drop_last
         self.shuffle_buffer, self.limit, self.prefetch = shuffle_buffer, limit, prefetch
+        self.pin_memory = pin_memory
         self.stats = LoaderStats()
         self._epoch, self._batches = 0, 0
         self.is_stream = isinstance(source, WdsSource)
@@ -421,14 +423,14 @@ class Loader:
     # -- iteration --------------------------------------------------------------------------------------------------
     def _dataloader(self, dataset: Dataset, sampler: Any = None) -> DataLoader:
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          prefetch_factor=self.prefetch, persistent_workers=False,
+                          prefetch_factor=self.prefetch, persistent_workers=False, pin_memory=self.pin_memory,
                           collate_fn=_identity)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.is_stream:
-            yield from self._iter_stream()
-        else:
-            yield from self._iter_map()
+        it = self._iter_stream() if self.is_stream else self._iter_map()
+        if self.pin_memory and self.num_workers == 0:  # workers' batches are pinned by the DataLoader
+            it = ((x.pin_memory(), y.pin_memory()) for x, y in it)
+        yield from it
 
     def _iter_map(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         nb = self.num_batches_for(self._epoch)
@@ -498,13 +500,14 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
                  flip: bool = True, shuffle_buffer: int = 2000, drop_last: bool | None = None,
                  limit: int | None = None, shuffle: bool | None = None, num_classes: int | None = None,
                  require_all_classes: bool = True, streams: int | None = None, prefetch: int = 2,
-                 max_image_pixels: int = MAX_IMAGE_PIXELS) -> Loader:
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, pin_memory: bool = False) -> Loader:
     """A deterministic, resumable loader of normalised NCHW float32 batches and int64 labels.
 
     ``train`` picks the augmentation (random crop + flip [+ RandAugment]) and, unless ``shuffle``/``drop_last`` say
     otherwise, shuffling and dropping the last partial batch. ``num_classes`` is the model's class count (labels
     must be below it; default: the data set's own). Map-style data is validated here (empty set, labels out of
-    range, declared classes without examples -> ValueError). ``streams`` sets the number of independent shard
+    range, declared classes without examples -> ValueError). ``pin_memory`` hands out page-locked batches, for
+    asynchronous copies to a GPU. ``streams`` sets the number of independent shard
     streams of a ``wds:`` source (default: one per worker). ``limit`` caps the number of samples (a fixed random
     subset for map-style sources; per-rank share for streams).
     """
@@ -560,7 +563,8 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
         raise ValueError(f"num_workers must be >= 0, got {nw}")
     loader = Loader(spec=spec, source=source, pre=pre, collate=collate, batch_size=batch_size, seed=seed, rank=rank,
                     world_size=world_size, num_workers=nw, shuffle=shuffle, drop_last=drop_last,
-                    shuffle_buffer=shuffle_buffer, limit=limit, streams=streams, prefetch=prefetch)
+                    shuffle_buffer=shuffle_buffer, limit=limit, streams=streams, prefetch=prefetch,
+                    pin_memory=pin_memory)
     if not loader.is_stream and loader.num_batches() == 0:
         raise ValueError(f"{where}: {loader._num_samples()} samples give no batch of {batch_size} per rank "
                          f"(world_size={world_size}, drop_last={drop_last})")

@@ -42,18 +42,27 @@ def init_distributed(backend: str = "auto", device: torch.device | None = None) 
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, True)
 
 
-def resolve_device(name: str) -> torch.device:
+def _local_gpu(name: str) -> torch.device:
+    """This process's GPU: LOCAL_RANK's, refusing more processes per node than GPUs (NCCL would
+    fail later with 'Duplicate GPU detected')."""
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    n = torch.cuda.device_count()
+    if per_node > n:
+        raise ValueError(f"device={name!r}: {per_node} processes on this node but {n} GPU(s); start one process "
+                         f"per GPU (torchrun --nproc_per_node={n}) or train on the CPU with device=cpu")
+    return torch.device("cuda", local)
+
+
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local % torch.cuda.device_count())
-        return torch.device("cpu")
+        return _local_gpu(name) if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu")
         if dev.index is None:
-            dev = torch.device("cuda", local % torch.cuda.device_count())
+            dev = _local_gpu(name)
     return dev
 
 

@@ -246,7 +246,8 @@ class Trainer:
 
         mc = model.config
         common = dict(image_size=dcfg.image_size, mean=mc.mean, std=mc.std, in_chans=mc.in_chans,
-                      num_workers=dcfg.num_workers, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
+                      num_workers=dcfg.num_workers, seed=cfg.seed, rank=d.rank, world_size=d.world_size,
+                      pin_memory=self.device.type == "cuda")  # page-locked: the copies below are asynchronous
         self.train_loader = self.data.build_loader(
             dcfg.train, split=dcfg.train_split, train=True, batch_size=micro, randaugment=dcfg.randaugment,
             crop_area=dcfg.crop_area, flip=dcfg.flip, shuffle_buffer=dcfg.shuffle_buffer, drop_last=True,
@@ -588,7 +589,8 @@ class Trainer:
         """[loss or 0, loss not finite, stop requested], summed over ranks (launched, not read)."""
         finite = torch.isfinite(loss)
         flags = torch.stack([torch.where(finite, loss, torch.zeros_like(loss)), (~finite).double(),
-                             torch.tensor(float(stop_requested), dtype=torch.float64, device=loss.device)])
+                             # full(), not tensor(): a fill kernel, not a synchronous host-to-device copy
+                             torch.full((), float(stop_requested), dtype=torch.float64, device=loss.device)])
         if self.dist.enabled:
             # One small all-reduce per step: mean loss, divergence and stop requests agree on all ranks.
             all_reduce_(flags)

@@ -99,7 +99,11 @@ class EMA:
         missing = set(self.shadow) - set(sd)
         if missing:
             raise ValueError(f"EMA state is missing {sorted(missing)[:5]}")
-        self.shadow = {k: sd[k].clone() for k in self.shadow}
+        for k, v in self.shadow.items():
+            if tuple(sd[k].shape) != tuple(v.shape):
+                raise ValueError(f"EMA state {k!r} has shape {tuple(sd[k].shape)}, the model {tuple(v.shape)}")
+        # Checkpoints are read onto the CPU: the shadow goes back where the model is (a GPU, say).
+        self.shadow = {k: sd[k].detach().to(v.device, torch.float32, copy=True) for k, v in self.shadow.items()}
 
 
 def _full_state(model: nn.Module) -> dict[str, torch.Tensor]:
