@@ -120,7 +120,7 @@ def test_activation_checkpointing_same_update(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
-def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
+def _nan_at_fifth_loss(monkeypatch):
     real = loop.compute_loss
     calls = {"n": 0}
 
@@ -130,6 +130,10 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
         return out * float("nan") if calls["n"] == 5 else out
 
     monkeypatch.setattr(loop, "compute_loss", flaky)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
+    _nan_at_fifth_loss(monkeypatch)
     cfg = tiny(tmp_path / "r", "schedule.steps=10", "checkpoint_every=2", "eval_every=0")
     with pytest.raises(loop.TrainingDiverged) as e:
         loop.train(cfg, progress=False)
@@ -161,15 +165,7 @@ def test_lagged_flags_change_nothing_but_when_they_are_read(tmp_path, monkeypatc
 
 
 def test_lagged_flags_still_stop_at_the_bad_step_before_any_checkpoint(tmp_path, monkeypatch):
-    real = loop.compute_loss
-    calls = {"n": 0}
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        out = real(*a, **k)
-        return out * float("nan") if calls["n"] == 5 else out
-
-    monkeypatch.setattr(loop, "compute_loss", flaky)
+    _nan_at_fifth_loss(monkeypatch)
     _lagged(monkeypatch)
     # Step 5 diverges; its flags are read during step 6, before step 6's checkpoint is written.
     cfg = tiny(tmp_path / "r", "schedule.steps=10", "checkpoint_every=3", "eval_every=0", "log_every=100")
@@ -234,3 +230,18 @@ def test_losses_and_topk_against_hand_computation():
     torch.testing.assert_close(loop.compute_loss(logits, labels, "sigmoid", 0.0), bce)
     # top-k: example 0 correct at top-1; example 1 (label 1) is second -> top-2 hit only
     assert loop.topk_correct(logits, labels, (1, 2, 5)) == [1, 2, 2]
+
+
+def test_evaluation_builds_no_autograd_graph(tmp_path, monkeypatch):
+    seen = []
+    real = loop.build_train_model
+
+    def build(*a, **k):
+        m = real(*a, **k)
+        m.register_forward_hook(lambda mod, i, o: seen.append((mod.training, o.requires_grad)))
+        return m
+
+    monkeypatch.setattr(loop, "build_train_model", build)
+    loop.train(tiny(tmp_path / "r", "schedule.steps=2", "eval_every=1", "data.eval_limit=32"), progress=False)
+    assert {g for t, g in seen if t} == {True}  # training forwards keep their graph
+    assert {g for t, g in seen if not t} == {False}  # evaluation forwards do not

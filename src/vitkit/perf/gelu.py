@@ -10,10 +10,12 @@ the erf GELU takes 1.0 / 1.9 ms, so it is ~15% of a bf16 training step of the CI
 error against an fp32 reference. That is why this is hand-written: no maintained library ships a
 fast CPU tanh-GELU with a backward.
 
-Used only where it pays: bf16 CPU tensors that need a gradient (in fp32 the compiled kernel
-measured slower than aten's, 11.0 vs 8.2 ms forward+backward), outside ``torch.compile``
-(inductor fuses the model's own GELU there). If inductor cannot compile here (no C++ compiler,
-say), the aten kernel is used and a warning says so once.
+Used only where it pays: bf16 CPU tensors, in training and in the evaluations during training
+(under ``no_grad``; not under ``inference_mode``, where vitkit's inference copy fuses GELU into
+its oneDNN linear anyway). In fp32 the compiled kernel measured slower than aten's (11.0 vs
+8.2 ms forward+backward). Never inside ``torch.compile`` (inductor fuses the model's own GELU).
+If inductor cannot compile here (no C++ compiler, say), the aten kernel is used and a warning
+says so once.
 """
 
 from __future__ import annotations
@@ -88,9 +90,13 @@ class _GeluTanh(torch.autograd.Function):
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """``F.gelu(x, approximate="tanh")``, with the compiled kernels where they are faster."""
-    if (x.device.type == "cpu" and x.dtype == torch.bfloat16 and torch.is_grad_enabled()
-            and x.requires_grad and not torch.compiler.is_compiling() and not _broken):
-        return _GeluTanh.apply(x)
+    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and not torch.compiler.is_compiling() and not _broken:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _GeluTanh.apply(x)
+        if not torch.is_inference_mode_enabled():  # evaluation during training runs under no_grad
+            y = _run("fwd", _gelu_tanh_fwd, x)
+            if y is not None:
+                return y
     return F.gelu(x, approximate="tanh")
 
 

@@ -144,37 +144,36 @@ def deit() -> TrainConfig:
 @preset
 def cifar10_cpu() -> TrainConfig:
     """CIFAR-10 from scratch on a 2-core CPU: the paper's hybrid, R+ViT with the ResNet root block
-    only (7x7/2 StdConv, GroupNorm, ReLU, 3x3/2 max-pool, as the official R+ViT-Ti/16) and 1x1
-    patches on its 8x8 output at 32 px: 64 tokens + class token.
+    (7x7/2 StdConv, GroupNorm, ReLU, 3x3/2 max-pool, as the official R+ViT) at width factor 2
+    (128 channels) plus one bottleneck stage of one unit (512 channels out), and 1x1 patches on
+    its 8x8 output at 32 px: 64 tokens + class token.
 
-    4 blocks of width 128 (4 heads, MLP 512, 0.82M parameters), global-average pooling, AdamW lr
-    2e-3 with weight decay 0.05, batch 128, short warm-up then cosine over the time budget,
-    inception crop (50%-100% of the area) + flip, label smoothing 0.1, no Mixup or RandAugment
-    (a 30-minute budget is ~12 epochs, too few for such regularisers to pay off). Two torch threads
-    for the model, one loader process for JPEG decoding and augmentation (~6,000 images/s on one
-    core; the model takes ~350).
-    Why this shape: 5-minute runs of ``benchmarks/cifar10_cpu.py --minutes 5 --evals 1`` on the
-    idle machine (test top-1, JPEG q75 copy): plain ViT with 4x4 patches 45.7% (380 img/s);
-    this root-block hybrid 50.8% (350 img/s); + one bottleneck stage 47.7%; + two stages (16
-    tokens, width 192) 41.4%; 6 blocks instead of 4 45.1%; batch 64 (lr 1.4e-3) 50.1% (all fp32).
-    precision ``auto``: bf16 on CPUs with native bf16 -- with the bf16 residual stream and the
-    explicit bf16 attention (vitkit.perf, models/vit.py) a step runs at 760 vs 411 images/s in fp32
-    (random data, 2 threads, measured); torch.compile does not help at this size.
+    4 blocks of width 128 (4 heads, MLP 512), global-average pooling, AdamW lr 2e-3 with weight
+    decay 0.05, batch 128, short warm-up then cosine over the time budget, inception crop (75%-100%
+    of the area) + flip, label smoothing 0.1, no Mixup or RandAugment (a 30-minute budget is ~12
+    epochs, too few for such regularisers to pay off). precision ``auto``: bf16 on CPUs with native
+    bf16 (vitkit.perf's residual stream, explicit attention and compiled tanh-GELU). Two torch
+    threads for the model, one loader process for JPEG decoding and augmentation.
     Set ``data.train``/``data.test`` to the shards, e.g. the JPEG (q75) copy in
     ``/work/shared/data/cifar10`` (``benchmarks/cifar10_cpu.py`` does, with a 30-minute
     ``schedule.time_budget_s``). Goal: 80% test top-1 within 30 minutes on 2 cores.
-    Measured (``python benchmarks/cifar10_cpu.py --minutes 30``, idle machine, JPEG q75 copy):
-    74.5% test top-1 / 98.3% top-5 at 29.8 minutes (bf16, 445 images/s, 15.5 epochs) -- short of
-    the goal. 30-minute runs of earlier settings: MLP 256 and crop 35-100% 72.8% (bf16, 557
-    images/s; the train loss, 1.10, stayed above the test loss, 0.84: under-fitting, hence the
-    wider MLP and milder crop), the same in fp32 68.3% (349 images/s).
+    Measured (``python benchmarks/cifar10_cpu.py --minutes 30 --evals 3``, idle machine, JPEG q75
+    copy): **77.1% test top-1 / 98.3% top-5 at 29.9 minutes** (bf16, 4,780 steps, 12.2 epochs,
+    ~355 images/s) -- short of the goal. How it got here, all 30-minute runs on the same data:
+    root block only (width 64), MLP 256, crop 35-100%: 68.3% fp32, 72.8% bf16; MLP 512, crop
+    50-100%: 74.5% (bf16, 445 images/s, 15.5 epochs); + width 128 and the bottleneck stage: 75.3%
+    (12.4 epochs); + crop 75-100%: 77.1%. Throughout, the train loss stayed above the test loss:
+    the model under-fits at this budget, so capacity and milder augmentation paid where more
+    epochs did not. 5-minute runs (``--minutes 5 --evals 1``, bf16): root block only 54.3%, + one
+    stage 53.0%, + width 128 53.1%, + no label smoothing 49.8% (the bigger stems win only with
+    more time); earlier in fp32: plain patch-4 ViT 45.7%, 6 blocks 45.1%, batch 64 50.1%.
     """
     return TrainConfig(
         model=ModelConfig(name="R+ViT-Ti_16", patch_size=1, hidden_size=128, mlp_dim=512, num_heads=4,
                           num_layers=4, classifier="gap", representation_size=0, dropout_rate=0.0,
-                          drop_path_rate=0.0),
+                          drop_path_rate=0.0, resnet_layers=(1,), resnet_width=2),
         data=DataConfig(train=_CIFAR10, test=_CIFAR10, image_size=32, batch_size=128,
-                        crop_area=(0.5, 1.0), flip=True, label_smoothing=0.1, eval_batch_size=500,
+                        crop_area=(0.75, 1.0), flip=True, label_smoothing=0.1, eval_batch_size=500,
                         shuffle_buffer=5000, num_workers=1),
         optim=OptimConfig(name="adamw", lr=2e-3, weight_decay=0.05, clip_norm=1.0),
         schedule=ScheduleConfig(steps=6000, warmup_steps=200, decay="cosine"),
