@@ -166,7 +166,7 @@ def cifar10_cpu() -> TrainConfig:
     vs 73.8% at 21 minutes). Throughout, the train loss stayed above the test loss:
     the model under-fits at this budget, so capacity and milder augmentation paid where more
     epochs did not. 5-minute runs (``--minutes 5 --evals 1``, bf16): root block only 54.3%, + one
-    stage 53.0%, + width 128 53.1%, + no label smoothing 49.8% (the bigger stems win only with
+    stage 53.0%, + width 128 53.1%, one stage without label smoothing 49.8% (the bigger stems win only with
     more time); earlier in fp32: plain patch-4 ViT 45.7%, 6 blocks 45.1%, batch 64 50.1%.
     """
     return TrainConfig(
