@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._swap import subclass_once
+
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -172,16 +174,10 @@ def _fast_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return self.forward_head(self.norm(_cls_only_last_block(self.blocks[-1], x)))
 
 
-_FAST_CLASSES: dict[type, type] = {}
 
 
 def _fast_class(cls: type) -> type:
-    if cls not in _FAST_CLASSES:
-        sub = type(f"Fast{cls.__name__}", (cls,), {"forward": _fast_forward})
-        sub.__module__ = __name__
-        globals()[sub.__name__] = sub
-        _FAST_CLASSES[cls] = sub
-    return _FAST_CLASSES[cls]
+    return subclass_once(cls, "Fast", {"forward": _fast_forward})
 
 
 def fast_inference_copy(model: nn.Module, precision: str) -> nn.Module:

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._swap import subclass_once
+
 _K = math.sqrt(2.0 / math.pi)
 _C1 = 2.0 * _K  # sigmoid(2z) form: 2z = C1 * x + C2 * x^3
 _C2 = 2.0 * _K * 0.044715
@@ -52,21 +54,15 @@ _compiled: dict[str, Callable[..., torch.Tensor]] = {}
 _broken: list[str] = []
 
 
-def _kernel(name: str, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor] | None:
+def _run(name: str, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor | None:
+    """``fn(*args)`` compiled by inductor, or None where it cannot be (then never tried again)."""
     if _broken:
         return None
     if name not in _compiled:
         # dynamic=True: one kernel for every batch size / sequence length (eval batches differ).
         _compiled[name] = torch.compile(fn, dynamic=True, fullgraph=True)
-    return _compiled[name]
-
-
-def _run(name: str, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor | None:
-    k = _kernel(name, fn)
-    if k is None:
-        return None
     try:
-        return k(*args)
+        return _compiled[name](*args)
     except Exception as e:  # inductor missing a compiler, or an unsupported platform
         _broken.append(repr(e))
         warnings.warn(f"vitkit: the compiled tanh-GELU is not available here ({type(e).__name__}: {e}); "
@@ -100,21 +96,8 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-_FAST_MLP: dict[type, type] = {}
-
-
-def _fast_mlp_class(cls: type) -> type:
-    if getattr(cls, "_vitkit_fast_gelu", False):
-        return cls
-    if cls not in _FAST_MLP:
-        def act(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-            return gelu_tanh(x)
-
-        sub = type(f"FastGelu{cls.__name__}", (cls,), {"act": act, "_vitkit_fast_gelu": True})
-        sub.__module__ = __name__
-        globals()[sub.__name__] = sub  # picklable by name
-        _FAST_MLP[cls] = sub
-    return _FAST_MLP[cls]
+def _gelu_tanh_act(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return gelu_tanh(x)
 
 
 def fast_gelu(model: nn.Module) -> nn.Module:
@@ -125,5 +108,5 @@ def fast_gelu(model: nn.Module) -> nn.Module:
     """
     for m in model.modules():
         if getattr(m, "approximate", None) == "tanh" and callable(getattr(m, "act", None)):
-            m.__class__ = _fast_mlp_class(type(m))
+            m.__class__ = subclass_once(type(m), "FastGelu", {"act": _gelu_tanh_act})
     return model

@@ -9,31 +9,21 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-_CKPT_CLASSES: dict[type, type] = {}
+from ._swap import subclass_once
 
 
 def _checkpointed_class(cls: type) -> type:
-    """A subclass of ``cls`` whose forward recomputes activations in backward.
+    """A subclass of ``cls`` whose forward recomputes activations in backward (see ``_swap``)."""
 
-    Swapping the instance's class (rather than wrapping it in another module) keeps parameter
-    names and the state_dict layout exactly as they were.
-    """
-    if getattr(cls, "_vitkit_checkpointed", False):
-        return cls
-    if cls not in _CKPT_CLASSES:
-        def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-            fwd = super(sub, self).forward
-            if self.training and torch.is_grad_enabled():
-                # Non-reentrant: works with kwargs and inputs that do not require grad; the RNG
-                # state is replayed so dropout masks (and hence gradients) are identical.
-                return checkpoint(fwd, *args, use_reentrant=False, **kwargs)
-            return fwd(*args, **kwargs)
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        fwd = cls.forward.__get__(self)
+        if self.training and torch.is_grad_enabled():
+            # Non-reentrant: works with kwargs and inputs that do not require grad; the RNG
+            # state is replayed so dropout masks (and hence gradients) are identical.
+            return checkpoint(fwd, *args, use_reentrant=False, **kwargs)
+        return fwd(*args, **kwargs)
 
-        sub = type(f"Checkpointed{cls.__name__}", (cls,), {"forward": forward, "_vitkit_checkpointed": True})
-        sub.__module__ = __name__
-        globals()[sub.__name__] = sub  # picklable by name
-        _CKPT_CLASSES[cls] = sub
-    return _CKPT_CLASSES[cls]
+    return subclass_once(cls, "Checkpointed", {"forward": forward, "_vitkit_checkpointed": True})
 
 
 def enable_activation_checkpointing(model: nn.Module, blocks: Iterable[nn.Module] | None = None) -> nn.Module:

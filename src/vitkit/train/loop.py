@@ -387,7 +387,6 @@ class Trainer:
 
     # .. evaluation ..................................................................
     @torch.no_grad()
-    @torch.no_grad()  # no autograd graph: less memory, faster (no_grad, not inference_mode: FSDP-safe)
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
         from ..perf import autocast
 
@@ -469,6 +468,12 @@ class Trainer:
         stopped_by: str | None = None
         pending: tuple[int, torch.Tensor] | None = None  # (step, flags) not yet read (CUDA)
         stopping = False
+
+        def settle(item: tuple[int, torch.Tensor]) -> None:
+            nonlocal last_loss, window_loss, window_n, stopping
+            last_loss, stop_req = self._settle(item)
+            window_loss, window_n, stopping = window_loss + last_loss, window_n + 1, stopping or stop_req
+
         self.ddp_model.train()
         try:
             with _Stop() as stop:
@@ -510,8 +515,7 @@ class Trainer:
                     ready, pending = (pending, (self.step + 1, flags)) if self.lagged_flags else \
                         ((self.step + 1, flags), None)
                     if ready is not None:
-                        last_loss, stop_req = self._settle(ready)
-                        window_loss, window_n, stopping = window_loss + last_loss, window_n + 1, stopping or stop_req
+                        settle(ready)
                     if self.scaler is not None:
                         self.scaler.unscale_(self.opt)
                     grad_norm = None
@@ -534,9 +538,8 @@ class Trainer:
                                 or bool(cfg.eval_every) and self.step % cfg.eval_every == 0
                                 or bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0)
                     if pending is not None and boundary:  # nothing is logged or saved unchecked
-                        last_loss, stop_req = self._settle(pending)
-                        window_loss, window_n, stopping, pending = window_loss + last_loss, window_n + 1, \
-                            stopping or stop_req, None
+                        settle(pending)
+                        pending = None
 
                     if self.step % cfg.log_every == 0 or self.step == end:
                         now = time.perf_counter()
@@ -564,7 +567,7 @@ class Trainer:
                         self.save()
                     window_t += time.perf_counter() - t_side
                 if pending is not None:  # the clock ended the run between boundaries
-                    last_loss, _ = self._settle(pending)
+                    settle(pending)
         finally:
             if pbar is not None:
                 pbar.close()
