@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "transformers' Trainer) or vitkit's fused one (isolates the model's own speed)")
     p.add_argument("--reference", action="store_true",
                    help="time the plain model instead of vitkit's fast paths (infer: nn.Linear under "
-                        "autocast instead of the packed inference copy; train bf16: no bf16 residual stream)")
+                        "autocast instead of the packed inference copy; train: plain nn.Linear, aten GELU and, in "
+                        "bf16, no bf16 residual stream)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per candidate (0: memory only)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--peak-size", type=int, default=2048, help="n of the n x n x n matmul that measures the peak")
@@ -165,7 +166,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     from ..models.flops import count_flops
     from ..perf import (
         enable_activation_checkpointing,
-        fast_bf16_training,
+        fast_training,
         inference_model,
         maybe_compile,
         resolve_precision,
@@ -227,8 +228,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     else:
         if args.checkpointing:
             enable_activation_checkpointing(model)
-        if precision == "bf16" and not args.reference:
-            fast_bf16_training(model)  # as vitkit train does
+        if not args.reference:
+            fast_training(model, precision)  # as vitkit train does
         # Same weights for both sides: HF was built from the model before any step.
         ours_model = maybe_compile(model, args.compile)
         mb = args.micro_batch or args.batch

@@ -30,6 +30,7 @@ from .training import (
     disable_activation_checkpointing,
     enable_activation_checkpointing,
     fast_bf16_training,
+    fast_training,
     make_optimizer,
     maybe_compile,
     pin_batch,
@@ -40,8 +41,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 __all__ = [
     "PRECISIONS", "autocast", "bf16_residual_stream", "cpu_has_fast_bf16", "disable_activation_checkpointing",
-    "enable_activation_checkpointing", "fast_bf16_training", "inference_model", "make_optimizer", "maybe_compile",
-    "peak_memory_bytes", "peak_memory_method", "pin_batch", "reset_peak_memory", "resolve_precision",
+    "enable_activation_checkpointing", "fast_bf16_training", "fast_training", "inference_model", "make_optimizer",
+    "maybe_compile", "peak_memory_bytes", "peak_memory_method", "pin_batch", "reset_peak_memory", "resolve_precision",
     "to_device",
 ]
 

@@ -1,24 +1,28 @@
-"""bf16 training linears on oneDNN's packed weights: autocast's result, a little faster on CPU.
+"""Training linears on freshly packed oneDNN weights: the same layer, faster on CPU.
 
-Under bf16 autocast a token-wise ``nn.Linear`` becomes ``addmm(bias, x, W.t())``, which on CPU
-first copies the broadcast bias into the (tokens x out) output and then accumulates the GEMM onto
-it, with the weight in its plain layout. oneDNN's linear with a freshly packed (blocked) weight
-adds the bias inside the kernel and runs the GEMM closer to the machine's peak. Packing the bf16
-weight costs ~0.2 ms per layer per step, so it is redone every forward (the optimiser changes the
-weight every step). Measured on the 2-core EPYC, M = 6304 tokens (ViT-S/16, batch 32): fc1
-20.9 -> 18.7 ms, qkv 15.2 -> 13.5 ms, fc2 19.0 -> 18.4 ms, proj 5.0 -> 4.5 ms forward,
-packing included; about 2-3% of a training step. The backward GEMMs stay on ``torch.mm``
-(packing W.t() for the input gradient costs what it saves).
+A token-wise ``nn.Linear`` in training is ``addmm(bias, x, W.t())``. On CPU, in fp32 that goes to
+MKL's sgemm, and under bf16 autocast it first copies the broadcast bias into the (tokens x out)
+output before accumulating the GEMM onto it. oneDNN's linear on a *packed* (blocked) weight adds
+the bias in the kernel and runs closer to the machine's peak. Packing costs ~0.2-0.3 ms per
+layer, so it is redone on every call (the optimiser changes the weight every step). Measured on
+the 2-core EPYC at M = 6304 tokens (ViT-S/16, batch 32), packing included:
 
-The values are autocast's, bit for bit on this machine (the same bf16 inputs, fp32 accumulation,
-one rounding; tests/perf/test_linear.py compares outputs and every gradient with the plain
-model's): the input gradient is ``g @ W``, the weight gradient ``g.t() @ x`` and the bias gradient
-``g.sum(0)``, each in bf16 and widened to the fp32 parameter's dtype, as autocast's backward does.
-Hand-written because no library ships a training (autograd) linear on oneDNN's packed weights.
+* bf16 forward: fc1 21.2 -> 19.0 ms, qkv 16.6 -> 14.3, fc2 19.0 -> 17.5, proj 5.5 -> 4.7. The
+  input gradient stays on ``torch.mm`` (packing ``W.t()`` costs what it saves in bf16).
+* fp32 forward: fc1 56.0 -> 47.4 ms, fc2 53.5 -> 35.4, qkv 31.1 -> 28.7, proj 11.7 -> 9.9; input
+  gradient on a packed ``W.t()``: 45.6 -> 35.6, 58.7 -> 53.7, 30.7 -> 28.0, 11.9 -> 10.5.
+
+The weight gradient ``g.t() @ x`` and the bias gradient ``g.sum(0)`` are plain torch ops (there
+is no weight to pack). bf16 values are autocast's bit for bit on this machine (the same bf16
+operands, fp32 accumulation, one rounding, gradients widened to the fp32 parameters as
+autocast's backward does); fp32 values differ from MKL's only by summation order
+(tests/perf/test_linear.py). Hand-written because no library ships a training (autograd)
+linear on oneDNN's packed weights.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import torch
@@ -30,60 +34,86 @@ from ._swap import subclass_once
 _BF16 = torch.bfloat16
 
 
-class _PackedBf16Linear(torch.autograd.Function):
+def _packed(w: torch.Tensor, rows: int) -> torch.Tensor:
+    # ``rows`` is oneDNN's batch-size hint for choosing the blocking; any size works at run time.
+    return torch.ops.mkldnn._reorder_linear_weight(w, rows)
+
+
+class _PackedLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        w = weight.to(_BF16)
-        x2 = x.to(_BF16).reshape(-1, x.shape[-1])
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, x2.shape[0])
-        y = torch.ops.mkldnn._linear_pointwise(x2, packed, None if bias is None else bias.to(_BF16), "none", [], "")
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                dtype: torch.dtype) -> torch.Tensor:
+        w = weight.to(dtype)
+        x2 = x.to(dtype).reshape(-1, x.shape[-1])
+        b = None if bias is None else bias.to(dtype)
+        y = torch.ops.mkldnn._linear_pointwise(x2, _packed(w, x2.shape[0]), b, "none", [], "")
         ctx.save_for_backward(x2, w)
-        ctx.x_shape, ctx.x_dtype, ctx.has_bias = x.shape, x.dtype, bias is not None
-        ctx.w_dtype = weight.dtype
+        ctx.x_shape, ctx.x_dtype, ctx.w_dtype, ctx.has_bias = x.shape, x.dtype, weight.dtype, bias is not None
         return y.reshape(*x.shape[:-1], w.shape[0])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2, w = ctx.saved_tensors
-        g = grad.to(_BF16).reshape(-1, w.shape[0])
+        g = grad.to(w.dtype).reshape(-1, w.shape[0])
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = (g @ w).reshape(ctx.x_shape).to(ctx.x_dtype)
+            if w.dtype == torch.float32:  # packing W.t() pays in fp32 only (module docstring)
+                wt = _packed(w.t().contiguous(), g.shape[0])
+                gx = torch.ops.mkldnn._linear_pointwise(g, wt, None, "none", [], "")
+            else:
+                gx = g @ w
+            gx = gx.reshape(ctx.x_shape).to(ctx.x_dtype)
         if ctx.needs_input_grad[1]:
             gw = (g.t() @ x2).to(ctx.w_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g.sum(0).to(ctx.w_dtype)
-        return gx, gw, gb
+        return gx, gw, gb, None
 
 
-def _usable(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and torch.is_grad_enabled()
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == _BF16
-        and not torch.compiler.is_compiling()
-    )
+@cache
+def _available(dtype: torch.dtype) -> bool:
+    from .fast import mkldnn_linear_available
+
+    return mkldnn_linear_available(dtype)
+
+
+# Below these sizes packing every call costs more than it saves. Measured (forward, packing
+# included, vs addmm): fp32 M=1088 K=N=64 0.35x, K=128 N=512 0.79x; M=8320 K=128 N=512 1.04x,
+# K=512 N=128 1.14x; bf16 M=1088 K=N=64 0.33x, M=8320 K=N=128 1.12x; ViT-S (K, N >= 384) 1.08-1.5x.
+# The demo's width-64 model trained 23% slower packed (20.6 vs 25.3 ms/step, fp32, 1 thread).
+_MIN_FEATURES = 256
+_MIN_ROWS = 1024
+
+
+def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The packed path's dtype for this call, or None for the plain layer."""
+    if x.device.type != "cpu" or weight.dtype != torch.float32 or not torch.is_grad_enabled():
+        return None
+    if min(weight.shape) < _MIN_FEATURES or x.numel() < _MIN_ROWS * x.shape[-1]:
+        return None
+    if torch.compiler.is_compiling():
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        return _BF16 if dtype == _BF16 and _available(_BF16) else None
+    return torch.float32 if x.dtype == torch.float32 and _available(torch.float32) else None
 
 
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if _usable(x) and self.weight.dtype == torch.float32:
-        return _PackedBf16Linear.apply(x, self.weight, self.bias)
-    return F.linear(x, self.weight, self.bias)
+    dtype = _compute_dtype(x, self.weight)
+    if dtype is None:
+        return F.linear(x, self.weight, self.bias)
+    return _PackedLinearFn.apply(x, self.weight, self.bias, dtype)
 
 
-def packed_bf16_linears(model: nn.Module) -> nn.Module:
-    """Run the token-wise linear layers of ``model.blocks`` on packed oneDNN weights in bf16
-    training (see the module docstring). Outside bf16 autocast with gradients, or where oneDNN's
-    bf16 linear is missing, the layers run as plain ``nn.Linear``. Returns ``model``; state_dict
-    unchanged."""
-    from .fast import mkldnn_linear_available
-
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not mkldnn_linear_available(_BF16):
-        return model
-    for block in blocks:
+def packed_linears(model: nn.Module) -> nn.Module:
+    """Run the token-wise linear layers of ``model.blocks`` on packed oneDNN weights when training
+    on CPU in fp32 or under bf16 autocast, for layers of at least 256 inputs and outputs applied
+    to at least 1024 rows (see the module docstring). Anywhere else (smaller layers, evaluation,
+    GPUs, fp16, ``torch.compile``, no oneDNN) they run as plain ``nn.Linear``. Returns ``model``;
+    state_dict unchanged."""
+    for block in getattr(model, "blocks", ()):
         for m in block.modules():
             if type(m) is nn.Linear:
-                m.__class__ = subclass_once(nn.Linear, "PackedBf16", {"forward": _packed_forward})
+                m.__class__ = subclass_once(nn.Linear, "TrainPacked", {"forward": _packed_forward})
     return model

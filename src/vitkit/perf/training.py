@@ -147,11 +147,25 @@ def fast_bf16_training(model: nn.Module) -> nn.Module:
 
     :func:`bf16_residual_stream`, the compiled tanh-GELU (:func:`vitkit.perf.gelu.fast_gelu`:
     +14% images/s for the CIFAR preset's step, A/B in one process) and the blocks' linears on
-    packed oneDNN weights (:func:`vitkit.perf.linear.packed_bf16_linears`: autocast's values bit
-    for bit, 2-3% of a ViT-S/16 step). All act only under bf16 autocast, so the model stays
-    correct in any other precision. Returns ``model``.
+    packed oneDNN weights (:func:`vitkit.perf.linear.packed_linears`: autocast's values bit for
+    bit, ~2.5% of a ViT-S/16 step). All act only under bf16 autocast (the linears also in fp32
+    training), so the model stays correct in any precision. Returns ``model``.
     """
     from .gelu import fast_gelu
-    from .linear import packed_bf16_linears
+    from .linear import packed_linears
 
-    return packed_bf16_linears(fast_gelu(bf16_residual_stream(model)))
+    return packed_linears(fast_gelu(bf16_residual_stream(model)))
+
+
+def fast_training(model: nn.Module, precision: str) -> nn.Module:
+    """The speed-ups for training in a resolved ``precision`` ("fp32", "bf16", "fp16"), as
+    ``vitkit train`` applies them: bf16 gets :func:`fast_bf16_training`; fp32 the packed oneDNN
+    linears (MKL's sgemm is the slower fp32 GEMM here: ~10% of a ViT-S/16 step); fp16 (GPUs)
+    nothing. Returns ``model``; state_dict unchanged."""
+    if precision == "bf16":
+        return fast_bf16_training(model)
+    if precision == "fp32":
+        from .linear import packed_linears
+
+        return packed_linears(model)
+    return model

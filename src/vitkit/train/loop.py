@@ -296,11 +296,10 @@ class Trainer:
         self.fwd_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
 
         self.opt = build_optimizer(model, cfg.optim)
-        from ..perf import fast_bf16_training, resolve_precision
+        from ..perf import fast_training, resolve_precision
 
         self.precision = resolve_precision(cfg.precision, self.device)
-        if self.precision == "bf16":
-            fast_bf16_training(model)  # hooks and class swaps act on the bare module, under any wrapper
+        fast_training(model, self.precision)  # hooks and class swaps act on the bare module, under any wrapper
         self.scaler = None
         if self.precision == "fp16":
             if self.device.type == "cpu":
