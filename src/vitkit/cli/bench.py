@@ -95,6 +95,8 @@ def _gb(n: int) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..perf.allocator import tune_cpu_allocator
+
     _check(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -102,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     res = bench_data(args) if args.mode == "data" else bench_model(args)
     res["command"] = "vitkit bench " + " ".join(_argv_of(args))
     res["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "device": args.device if args.mode != "data" else "cpu"}
+                      "torch": torch.__version__, "device": args.device if args.mode != "data" else "cpu",
+                      # Process-wide, so both sides of --compare run with the same allocator.
+                      "malloc_tuned": tune_cpu_allocator()}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

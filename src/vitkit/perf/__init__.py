@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .allocator import tune_cpu_allocator
 from .memory import peak_memory_bytes, peak_memory_method, reset_peak_memory
 from .training import (
     bf16_residual_stream,
@@ -43,7 +44,7 @@ __all__ = [
     "PRECISIONS", "autocast", "bf16_residual_stream", "cpu_has_fast_bf16", "disable_activation_checkpointing",
     "enable_activation_checkpointing", "fast_bf16_training", "fast_training", "inference_model", "make_optimizer",
     "maybe_compile", "peak_memory_bytes", "peak_memory_method", "pin_batch", "reset_peak_memory", "resolve_precision",
-    "to_device",
+    "to_device", "tune_cpu_allocator",
 ]
 
 

@@ -697,6 +697,9 @@ class Trainer:
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
           stop_at: int | None = None) -> dict[str, Any]:
     """Run one training job; see the module docstring. Returns the summary (also in summary.json)."""
+    from ..perf.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # freed activations stay in the process: 7-13% per CPU step (perf.allocator)
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_threads = torch.get_num_threads()
     cfg = copy_config(cfg)
