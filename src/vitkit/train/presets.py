@@ -158,8 +158,9 @@ def cifar10_cpu() -> TrainConfig:
     ``/work/shared/data/cifar10`` (``benchmarks/cifar10_cpu.py`` does, with a 30-minute
     ``schedule.time_budget_s``). Goal: 80% test top-1 within 30 minutes on 2 cores.
     Measured (``python benchmarks/cifar10_cpu.py --minutes 30 --evals 3``, idle machine, JPEG q75
-    copy): **77.3% test top-1 / 98.5% top-5 at 29.9 minutes** (bf16, 4,702 steps, 12.0 epochs,
-    ~350 images/s) -- short of the goal. How it got here, all 30-minute runs on the same data:
+    copy): **78.5% test top-1 / 98.7% top-5 at 29.7 minutes** (bf16, 4,796 steps, 12.3 epochs,
+    ~354 images/s; an earlier run of the same preset: 77.3% at 29.9 minutes, 4,702 steps) -- short
+    of the goal. How it got here, all 30-minute runs on the same data:
     root block only (width 64), MLP 256, crop 35-100%: 68.3% fp32, 72.8% bf16; MLP 512, crop
     50-100%: 74.5% (bf16, 445 images/s, 15.5 epochs); + width 128 and the bottleneck stage: 75.3%
     (12.4 epochs); + crop 75-100%: 77.1%; crop 90-100%: 77.3% (ahead all along the curve: 76.1%
