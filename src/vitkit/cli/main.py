@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from ..perf.allocator import tune_cpu_allocator
 
-    tune_cpu_allocator()  # 7-13% on CPU training steps; VITKIT_TUNE_MALLOC=0 opts out
+    tune_cpu_allocator()  # 5-13% on CPU training steps; VITKIT_TUNE_MALLOC=0 opts out
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

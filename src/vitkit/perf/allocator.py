@@ -22,19 +22,17 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from functools import cache
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 1 << 30
 _TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 
-_state: dict[str, bool] = {}
 
-
+@cache
 def tune_cpu_allocator() -> bool:
     """Apply the malloc settings above once per process; True where they are in effect."""
-    if "applied" in _state:
-        return _state["applied"]
     ok = False
     preload = os.environ.get("LD_PRELOAD", "")
     wanted = os.environ.get("VITKIT_TUNE_MALLOC", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -48,5 +46,4 @@ def tune_cpu_allocator() -> bool:
             )
         except (OSError, AttributeError):
             ok = False
-    _state["applied"] = ok
     return ok

@@ -14,6 +14,7 @@ between two evaluations during training), so a stale packed weight is never used
 from __future__ import annotations
 
 import copy
+from functools import cache
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from ._swap import subclass_once
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@cache  # a property of this torch build and CPU; asked on every training linear's call
 def mkldnn_linear_available(dtype: torch.dtype = torch.float32) -> bool:
     """Whether oneDNN packed linear layers work here for ``dtype`` (CPU builds with oneDNN)."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):

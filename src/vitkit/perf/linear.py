@@ -22,7 +22,6 @@ linear on oneDNN's packed weights.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._swap import subclass_once
+from .fast import mkldnn_linear_available
 
 _BF16 = torch.bfloat16
 
@@ -70,13 +70,6 @@ class _PackedLinearFn(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-@cache
-def _available(dtype: torch.dtype) -> bool:
-    from .fast import mkldnn_linear_available
-
-    return mkldnn_linear_available(dtype)
-
-
 # Below these sizes packing every call costs more than it saves. Measured (forward, packing
 # included, vs addmm): fp32 M=1088 K=N=64 0.35x, K=128 N=512 0.79x; M=8320 K=128 N=512 1.04x,
 # K=512 N=128 1.14x; bf16 M=1088 K=N=64 0.33x, M=8320 K=N=128 1.12x; ViT-S (K, N >= 384) 1.08-1.5x.
@@ -95,8 +88,8 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
         return None
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
-        return _BF16 if dtype == _BF16 and _available(_BF16) else None
-    return torch.float32 if x.dtype == torch.float32 and _available(torch.float32) else None
+        return _BF16 if dtype == _BF16 and mkldnn_linear_available(_BF16) else None
+    return torch.float32 if x.dtype == torch.float32 and mkldnn_linear_available(torch.float32) else None
 
 
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -699,7 +699,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     """Run one training job; see the module docstring. Returns the summary (also in summary.json)."""
     from ..perf.allocator import tune_cpu_allocator
 
-    tune_cpu_allocator()  # freed activations stay in the process: 7-13% per CPU step (perf.allocator)
+    tune_cpu_allocator()  # freed activations stay in the process: 5-13% per CPU step (perf.allocator)
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_threads = torch.get_num_threads()
     cfg = copy_config(cfg)
