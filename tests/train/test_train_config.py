@@ -88,3 +88,14 @@ def test_presets_match_their_sources():
 def test_list_options_covers_every_field():
     keys = {k for k, _, _ in C.list_options()}
     assert {"optim.lr", "data.mixup_alpha", "schedule.warmup_steps", "dist.strategy", "ema"} <= keys
+
+
+
+@pytest.mark.parametrize("value, words", [("32,0.5", "1 <= size < data.image_size=32"), ("16,1.0", "0 < fraction < 1"),
+                                          ("16,0", "0 < fraction < 1")])
+def test_progressive_resize_checked(value, words):
+    with pytest.raises(ValueError, match="data.progressive_resize") as e:
+        C.apply_overrides(C.TrainConfig(), ["data.image_size=32", f"data.progressive_resize={value}"])
+    assert words in str(e.value)
+    ok = C.apply_overrides(C.TrainConfig(), ["data.image_size=32", "data.progressive_resize=24,0.4"])
+    assert ok.data.progressive_resize == (24, 0.4) and isinstance(ok.data.progressive_resize[0], int)

@@ -59,7 +59,8 @@ def test_existing_run_needs_resume(tmp_path):
         loop.train(cfg, progress=False)
 
 
-@pytest.mark.parametrize("extra", [[], ["data.mixup_alpha=0.5", "model.dropout_rate=0.1", "ema=0.9"]])
+@pytest.mark.parametrize("extra", [[], ["data.mixup_alpha=0.5", "model.dropout_rate=0.1", "ema=0.9"],
+                                   ["data.progressive_resize=4,0.75"]])  # low-res phase ends after the resume
 def test_resume_is_bitwise(tmp_path, extra):
     # 12 steps = several epochs of the 120-image subset, so the data position crosses epochs.
     over = ["schedule.steps=12", "checkpoint_every=5", "deterministic=true", "data.limit=48", "eval_every=0",
@@ -245,3 +246,46 @@ def test_evaluation_builds_no_autograd_graph(tmp_path, monkeypatch):
     loop.train(tiny(tmp_path / "r", "schedule.steps=2", "eval_every=1", "data.eval_limit=32"), progress=False)
     assert {g for t, g in seen if t} == {True}  # training forwards keep their graph
     assert {g for t, g in seen if not t} == {False}  # evaluation forwards do not
+
+
+def test_progressive_resize_trains_low_then_full_and_evaluates_full(tmp_path, monkeypatch):
+    seen = []
+    real = loop.build_train_model
+
+    def build(*a, **k):
+        m = real(*a, **k)
+        m.register_forward_pre_hook(lambda mod, args: seen.append((mod.training, tuple(args[0].shape[-2:]))))
+        return m
+
+    monkeypatch.setattr(loop, "build_train_model", build)
+    loop.train(tiny(tmp_path / "r", "schedule.steps=6", "eval_every=0", "data.eval_limit=32",
+                    "data.progressive_resize=4,0.5"), progress=False)
+    assert [s for t, s in seen if t] == [(4, 4)] * 3 + [(8, 8)] * 3  # steps 0-2 of 6 at 4 px
+    assert {s for t, s in seen if not t} == {(8, 8)}
+    model = vitkit.load_model(tmp_path / "r" / "model.safetensors")
+    assert model.config.image_size == (8, 8) and model.pos_embedding.shape[1] == 1 + 4  # stored at full size
+
+
+def test_progressive_resize_must_fit_the_stride(tmp_path):
+    with pytest.raises(ValueError, match="not divisible by the model's stride"):
+        loop.train(tiny(tmp_path / "r", "schedule.steps=1", "data.progressive_resize=6,0.5"), progress=False)
+
+
+def test_eval_flip_scores_the_mean_of_both_views(tmp_path):
+    from vitkit.data import build_loader
+
+    s = loop.train(tiny(tmp_path / "r", "schedule.steps=8", "eval_every=0", "data.eval_limit=96", "eval_flip=true"),
+                   progress=False)
+    model = vitkit.load_model(tmp_path / "r" / "model.safetensors").eval()
+    loader = build_loader("digits", split="test", train=False, image_size=8, batch_size=40, num_workers=0,
+                          limit=96, mean=model.config.mean, std=model.config.std)
+    single = both = n = 0
+    with torch.no_grad():
+        for x, y in loader:
+            a, b = model(x), model(torch.flip(x, dims=[3]))
+            single += int((a.argmax(1) == y).sum())
+            both += int(((a + b).argmax(1) == y).sum())
+            n += len(y)
+    assert n == 96 == s["eval"]["examples"] and single != both  # the two scores differ here, so both are checked
+    assert s["eval_top1"] == pytest.approx(single / n) and s["eval"]["flip_top1"] == pytest.approx(both / n)
+    assert 0 <= s["eval"]["flip_top5"] <= 1

@@ -62,6 +62,10 @@ class DataConfig:
     crop_area: tuple[float, float] = (0.05, 1.0)
     flip: bool = True
     randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)
+    # (size, fraction): progressive resizing. The first ``fraction`` of training (of the steps, or
+    # of the time budget) runs on the batches downsampled to ``size`` px; the model resamples its
+    # position embeddings on the fly. Evaluation always runs at ``image_size``.
+    progressive_resize: tuple[int, float] | None = None
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mixup_prob: float = 1.0
@@ -127,6 +131,9 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.9999); 0 = off
     activation_checkpointing: bool = False
     eval_every: int = 0  # steps; 0 = only at the end
+    # Also score each test image with its mirror image (mean of the two logits) and report that as
+    # eval/flip_top1 and flip_top5 beside the single-view top1/top5; doubles evaluation cost.
+    eval_flip: bool = False
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_last: int = 3
@@ -351,6 +358,11 @@ def validate(cfg: TrainConfig) -> None:
     lo, hi = cfg.data.crop_area
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"data.crop_area={cfg.data.crop_area} must satisfy 0 < min <= max <= 1")
+    if cfg.data.progressive_resize is not None:
+        size, frac = cfg.data.progressive_resize
+        if not (1 <= size < cfg.data.image_size and 0 < frac < 1):
+            raise ValueError(f"data.progressive_resize={cfg.data.progressive_resize} must be (size, fraction) with "
+                             f"1 <= size < data.image_size={cfg.data.image_size} and 0 < fraction < 1")
 
 
 def list_options(cfg: TrainConfig | None = None) -> list[tuple[str, str, Any]]:

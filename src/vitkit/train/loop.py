@@ -242,6 +242,11 @@ class Trainer:
 
             enable_activation_checkpointing(model)
         self.model = model  # the bare module (state dicts, saving)
+        if dcfg.progressive_resize is not None:
+            low, stride = dcfg.progressive_resize[0], model.config.stride
+            if low % stride[0] or low % stride[1]:
+                raise ValueError(f"data.progressive_resize size {low} is not divisible by the model's stride "
+                                 f"{stride} ({model.config.name}); choose a multiple of it")
         self.ema = EMA(model, cfg.ema) if cfg.ema else None
 
         mc = model.config
@@ -393,22 +398,28 @@ class Trainer:
         net = model if model is not None else self.ddp_model
         was_training = net.training
         net.eval()
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, top1, top5, count
+        flip = self.cfg.eval_flip
+        sums = torch.zeros(6, dtype=torch.float64)  # loss, top1, top5, count, flip top1, flip top5
         for images, labels in self.test_loader:
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with autocast(self.precision, self.device):
                 logits = net(images)
+                mirrored = net(images.flip(-1)) if flip else None
             logits = logits.float()
             loss = compute_loss(logits, labels, self.loss_kind, 0.0)
             c1, c5 = topk_correct(logits, labels)
+            f1, f5 = topk_correct((logits + mirrored.float()) / 2, labels) if mirrored is not None else (0, 0)
             n = labels.shape[0]
-            sums += torch.tensor([float(loss) * n, c1, c5, n], dtype=torch.float64)
+            sums += torch.tensor([float(loss) * n, c1, c5, n, f1, f5], dtype=torch.float64)
         if self.eval_sharded:
             all_reduce_(sums)
         net.train(was_training)
         n = max(sums[3].item(), 1.0)
-        return {"loss": sums[0].item() / n, "top1": sums[1].item() / n, "top5": sums[2].item() / n,
-                "examples": int(sums[3].item())}
+        res = {"loss": sums[0].item() / n, "top1": sums[1].item() / n, "top5": sums[2].item() / n,
+               "examples": int(sums[3].item())}
+        if flip:
+            res.update(flip_top1=sums[4].item() / n, flip_top5=sums[5].item() / n)
+        return res
 
     def _ema_model(self) -> nn.Module:
         import copy
@@ -492,6 +503,7 @@ class Trainer:
                         torch.manual_seed(_step_seed(cfg.seed, self.step, d.rank, micro))
                         images = images.to(self.device, non_blocking=True)
                         labels = labels.to(self.device, non_blocking=True)
+                        images = self._resize_for_phase(images, progress)
                         targets = labels
                         if self.mixup is not None:
                             gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, self.step, d.rank, micro))
@@ -587,6 +599,20 @@ class Trainer:
         if writer is not None:
             writer.close()
         return summary
+
+    def _resize_for_phase(self, images: torch.Tensor, progress: float | None) -> torch.Tensor:
+        """Progressive resizing (``data.progressive_resize``): downsample the batch while in the
+        low-resolution phase. Done here rather than in the loader so that the phase can change at
+        any step (the workers keep their prefetched batches) and resumes stay exact."""
+        pr = self.cfg.data.progressive_resize
+        if pr is None:
+            return images
+        size, frac = pr
+        done = progress if progress is not None else self.step / max(self.total_steps, 1)
+        if done >= frac or images.shape[-1] == size:
+            return images
+        # Antialiased bilinear: the same filter family as the loader's resize of the decoded image.
+        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
     def _step_flags(self, loss: torch.Tensor, stop_requested: bool) -> torch.Tensor:
         """[loss or 0, loss not finite, stop requested], summed over ranks (launched, not read)."""
