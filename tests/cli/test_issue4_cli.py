@@ -99,6 +99,11 @@ def test_eval_and_fewshot_on_digits(tmp_path, capsys):
                  "--out", str(tmp_path / "ev")]) == 0
     res = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert res["num_examples"] == 64 and 0 <= res["top1"] <= res["top5"] <= 1
+    assert main(["eval", "--model", str(ckpt), "--data", "digits", "--limit", "64", "--flip",
+                 "--out", str(tmp_path / "evf")]) == 0
+    flipped = json.loads((tmp_path / "evf" / "eval.json").read_text())
+    assert flipped["top1"] == res["top1"] and 0 <= flipped["flip_top1"] <= flipped["flip_top5"] <= 1
+    assert "flip-averaged: top-1" in capsys.readouterr().out
     assert main(["fewshot", "--model", str(ckpt), "--train", "digits", "--test", "digits", "--shots", "1,5",
                  "--seeds", "2", "--train-limit", "200", "--test-limit", "64", "--out", str(tmp_path / "fs")]) == 0
     fs = json.loads((tmp_path / "fs" / "fewshot.json").read_text())

@@ -41,6 +41,25 @@ def test_topk_counts_by_hand():
     assert res["num_examples"] == 4
 
 
+class _TopRow(_Fixed):
+    """Logits = the first 3 pixels of channel 0's top row: a mirrored image scores differently."""
+
+    def forward(self, x):
+        return x[:, 0, 0, :3]
+
+
+def test_flip_scores_the_mean_of_both_views_by_hand():
+    x = torch.zeros(2, 3, 16, 16)
+    x[0, 0, 0, 0] = 1.0  # single view [1, 0, 0]; mirrored [0, 0, 0]; mean -> class 0
+    x[1, 0, 0, 0], x[1, 0, 0, 14] = 0.2, 1.0  # single [0.2, 0, 0] -> class 0; mirrored [0, 1, 0]; mean -> class 1
+    labels = torch.tensor([0, 1])
+    res = evaluate_accuracy(_TopRow(torch.zeros(1, 3)), [(x, labels)], progress=False, precision="fp32",
+                            topk=(1,), flip=True)
+    assert res["top1"] == pytest.approx(1 / 2) and res["flip_top1"] == pytest.approx(2 / 2)
+    plain = evaluate_accuracy(_TopRow(torch.zeros(1, 3)), [(x, labels)], progress=False, precision="fp32", topk=(1,))
+    assert "flip_top1" not in plain and plain["top1"] == res["top1"]
+
+
 def test_topk_rejects_labels_outside_the_head():
     logits = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="3 classes"):

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="data spec: digits, folder:PATH, wds:PATTERN, mnist:PATH, cifar:PATH")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--flip", action="store_true",
+                   help="also score the mean logits of each image and its mirror image (flip_top1, flip_top5)")
     p.add_argument("--out", default=None, metavar="DIR", help="write DIR/eval.json")
     p.set_defaults(func=run)
 
@@ -41,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
     if cfg.class_names and names and tuple(names) != tuple(cfg.class_names):
         print("warning: the data's class names differ from the checkpoint's; accuracy uses label indices",
               file=sys.stderr)
-    res = evaluate_accuracy(model, loader, precision=args.precision, device=args.device, total=batches)
+    res = evaluate_accuracy(model, loader, precision=args.precision, device=args.device, total=batches,
+                            flip=args.flip)
     res.update({"model": str(args.model), "data": args.data, "split": args.split, "image_size": size,
                 "precision": args.precision, "loader": loader_stats(loader)})
     report_skipped(res["loader"], args.data)
     print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
           f"({res['num_examples']} images at {size}x{size})")
+    if args.flip:
+        print(f"flip-averaged: top-1 {100 * res['flip_top1']:.2f}%  top-5 {100 * res['flip_top5']:.2f}%")
     if res["k_used"]["top5"] < 5:
         print(f"note: the model has {cfg.num_classes} classes, so top-5 is top-{res['k_used']['top5']}")
     if args.out:

@@ -26,7 +26,8 @@ def _batches(
     model: nn.Module, loader: Iterable, fn: str, precision: str, device: str | torch.device,
     desc: str, total: int | None, progress: bool,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Run ``fn`` ("logits" or "features") on each (images, labels) batch; float32 outputs."""
+    """Run ``fn`` on each (images, labels) batch; float32 outputs. ``fn``: "logits", "features", or
+    "logits+flip" (logits of the images and of their mirror images, stacked: (2, N, classes))."""
     dev = torch.device(device)
     model = inference_model(model.to(dev), precision)
     bar = tqdm(loader, desc=desc, total=_total(loader, total), unit="batch", disable=not progress, leave=False)
@@ -36,6 +37,8 @@ def _batches(
             with autocast(precision, dev):
                 if fn == "features":
                     out = model.forward_head(model.forward_features(images), pre_logits=True)
+                elif fn == "logits+flip":
+                    out = torch.stack([model(images), model(images.flip(-1))])
                 else:
                     out = model(images)
             yield out.float().cpu(), torch.as_tensor(labels).long().cpu()
@@ -50,31 +53,36 @@ def evaluate_accuracy(
     device: str | torch.device = "cpu",
     total: int | None = None,
     progress: bool = True,
+    flip: bool = False,
 ) -> dict[str, Any]:
     """Top-k accuracies over a loader of ``(images, labels)`` batches.
 
     A k larger than the number of classes is clipped to it (top-5 of a 3-class model is top-3);
-    the JSON keys keep the requested name and ``k_used`` records the clip.
+    the JSON keys keep the requested name and ``k_used`` records the clip. ``flip=True`` also
+    scores the mean logits of each image and its mirror image (``flip_top1``, ... beside the
+    single-view keys), as ``vitkit train``'s ``eval_flip`` does.
     """
     num_classes = int(model.config.num_classes)
     if num_classes < 1:
         raise ValueError("the model has no classification head (num_classes=0); use `vitkit fewshot` instead")
     ks = [min(int(k), num_classes) for k in topk]
-    correct = dict.fromkeys(topk, 0)
+    views = {"": dict.fromkeys(topk, 0), **({"flip_": dict.fromkeys(topk, 0)} if flip else {})}
     n = 0
-    for logits, labels in _batches(model, loader, "logits", precision, device, "eval", total, progress):
+    fn = "logits+flip" if flip else "logits"
+    for out, labels in _batches(model, loader, fn, precision, device, "eval", total, progress):
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(
                 f"labels in the data reach {int(labels.max())} but the model has {num_classes} classes"
             )
-        top = logits.topk(max(ks), dim=-1).indices
-        hit = top == labels[:, None]
-        for k, kk in zip(topk, ks):
-            correct[k] += int(hit[:, :kk].any(dim=1).sum())
+        scores = {"": out[0], "flip_": out.mean(0)} if flip else {"": out}
+        for view, logits in scores.items():
+            hit = logits.topk(max(ks), dim=-1).indices == labels[:, None]
+            for k, kk in zip(topk, ks):
+                views[view][k] += int(hit[:, :kk].any(dim=1).sum())
         n += labels.numel()
     if n == 0:
         raise ValueError("the data has no examples to evaluate")
-    res: dict[str, Any] = {f"top{k}": correct[k] / n for k in topk}
+    res: dict[str, Any] = {f"{view}top{k}": c[k] / n for view, c in views.items() for k in topk}
     res["num_examples"] = n
     res["k_used"] = {f"top{k}": kk for k, kk in zip(topk, ks)}
     return res
