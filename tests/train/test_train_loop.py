@@ -289,3 +289,12 @@ def test_eval_flip_scores_the_mean_of_both_views(tmp_path):
     assert n == 96 == s["eval"]["examples"] and single != both  # the two scores differ here, so both are checked
     assert s["eval_top1"] == pytest.approx(single / n) and s["eval"]["flip_top1"] == pytest.approx(both / n)
     assert 0 <= s["eval"]["flip_top5"] <= 1
+
+
+def test_time_budget_refused_with_several_processes(tmp_path, monkeypatch):
+    from vitkit.train.dist import DistInfo
+
+    monkeypatch.setattr(loop, "init_distributed", lambda *a, **k: DistInfo(rank=0, world_size=2))
+    with pytest.raises(ValueError, match="time_budget_s=5.0 is for single-process benchmarks; with 2 processes"):
+        loop.train(tiny(tmp_path / "r", "schedule.time_budget_s=5"), progress=False)
+    assert not (tmp_path / "r").exists()  # refused before anything was written

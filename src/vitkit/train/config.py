@@ -105,7 +105,8 @@ class ScheduleConfig:
     decay: Literal["cosine", "linear", "constant"] = "cosine"
     end_lr_ratio: float = 0.0
     # > 0: train for this many seconds of training time (evaluation excluded) instead of ``steps``;
-    # the decay then follows the elapsed time. For fixed-time benchmarks; not bitwise reproducible.
+    # the decay then follows the elapsed time. For single-process fixed-time benchmarks; not bitwise
+    # reproducible.
     time_budget_s: float = 0.0
 
 

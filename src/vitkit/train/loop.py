@@ -172,6 +172,11 @@ class Trainer:
 
     def setup(self) -> None:
         cfg, d = self.cfg, self.dist
+        if d.enabled and cfg.schedule.time_budget_s:
+            # Each process reads its own clock: they would disagree on the step that ends the run
+            # (or the progressive-resizing phase) and the next collective would hang.
+            raise ValueError(f"schedule.time_budget_s={cfg.schedule.time_budget_s} is for single-process "
+                             f"benchmarks; with {d.world_size} processes set schedule.steps (or epochs) instead")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
