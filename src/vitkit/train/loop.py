@@ -614,7 +614,7 @@ class Trainer:
             return images
         size, frac = pr
         done = progress if progress is not None else self.step / max(self.total_steps, 1)
-        if done >= frac or images.shape[-1] == size:
+        if done >= frac:
             return images
         # Antialiased bilinear: the same filter family as the loader's resize of the decoded image.
         return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
