@@ -64,6 +64,45 @@ def group_norm(channels: int, zero_init: bool = False) -> nn.GroupNorm:
     return gn
 
 
+class _PadChannelsLast(torch.autograd.Function):
+    """``F.pad`` with a constant whose result is channels-last, in one copy; the gradient goes back contiguous.
+
+    Written out because ``pad`` then ``.contiguous(memory_format=...)`` copies twice, and autograd would hand the
+    gradient back in channels-last, where the ops before it (the root block's ReLU backward) run a ~5x slower
+    mixed-layout kernel.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, pads: tuple[int, int, int, int],
+                value: float) -> torch.Tensor:
+        left, right, top, bottom = pads
+        n, c, h, w = x.shape
+        out = torch.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)
+        out.fill_(value)
+        out[:, :, top:top + h, left:left + w] = x
+        ctx.pads = pads
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        left, right, top, bottom = ctx.pads
+        h, w = grad.shape[-2] - top - bottom, grad.shape[-1] - left - right
+        return grad[:, :, top:top + h, left:left + w].contiguous(), None, None
+
+
+def max_pool_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Flax ``max_pool(padding='SAME')``: pads with -inf, so padding never wins the max."""
+    if x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous():
+        # PyTorch's CPU max-pool is ~20x faster on channels-last memory (measured: 128x128x17x17, bf16 or fp32,
+        # 2 threads: 17 ms vs 0.8 ms forward); the layout change costs a copy each way, the values are the same.
+        top, bottom = same_padding(x.shape[-2], kernel, stride)
+        left, right = same_padding(x.shape[-1], kernel, stride)
+        x = _PadChannelsLast.apply(x, (left, right, top, bottom), float("-inf"))
+        return F.max_pool2d(x, kernel, stride).contiguous()
+    return F.max_pool2d(pad_same(x, kernel, stride, value=float("-inf")), kernel, stride)
+
+
 class ResidualUnit(nn.Module):
     """Bottleneck unit (post-activation, stride on the 3x3 conv) as in the official code."""
 
@@ -116,8 +155,7 @@ class ResNetStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.gn_root(self.conv_root(x)))
-        # Flax max_pool(padding='SAME') pads with -inf.
-        x = F.max_pool2d(pad_same(x, 3, 2, value=float("-inf")), 3, 2)
+        x = max_pool_same(x, 3, 2)
         for stage in self.stages:
             x = stage(x)
         return x

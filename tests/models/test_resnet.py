@@ -1,0 +1,36 @@
+"""The hybrid stem's max-pool: the channels-last fast path must be the plain one, values and gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vitkit.models.resnet import max_pool_same, pad_same
+
+
+def _reference(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(pad_same(x, 3, 2, value=float("-inf")), 3, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size", [(16, 16), (17, 12), (7, 9)])
+def test_max_pool_same_matches_plain_pool_and_gradient(dtype: torch.dtype, size: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(0)
+    # ReLU output: many exact ties at zero, where the gradient must still go to the same single element.
+    base = torch.randn(3, 5, *size, generator=g).relu().to(dtype)
+    upstream = torch.randn(3, 5, (size[0] + 1) // 2, (size[1] + 1) // 2, generator=g).to(dtype)
+    outs, grads = [], []
+    for fn in (max_pool_same, _reference):
+        x = base.clone().requires_grad_(True)
+        y = fn(x, 3, 2) if fn is max_pool_same else fn(x)
+        y.backward(upstream)
+        assert y.is_contiguous() and x.grad is not None and x.grad.is_contiguous()
+        outs.append(y.detach())
+        grads.append(x.grad)
+    assert outs[0].shape == outs[1].shape
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_max_pool_same_keeps_channels_last_input_on_the_plain_path() -> None:
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(max_pool_same(x, 3, 2), _reference(x))
