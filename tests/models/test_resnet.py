@@ -34,3 +34,19 @@ def test_max_pool_same_matches_plain_pool_and_gradient(dtype: torch.dtype, size:
 def test_max_pool_same_keeps_channels_last_input_on_the_plain_path() -> None:
     x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
     assert torch.equal(max_pool_same(x, 3, 2), _reference(x))
+
+
+def test_channels_last_pool_is_chosen_where_it_measured_faster() -> None:
+    from vitkit.models.resnet import _channels_last_pool_pays
+
+    small = torch.zeros(2, 4, 8, 8)
+    big = torch.zeros(1, 1, 2049, 2049)  # > 4M elements
+    assert _channels_last_pool_pays(small)
+    assert _channels_last_pool_pays(big)  # no gradient: forward only
+    assert _channels_last_pool_pays(small.clone().requires_grad_(True))
+    assert not _channels_last_pool_pays(big.clone().requires_grad_(True))
+    assert _channels_last_pool_pays(big.to(torch.bfloat16).requires_grad_(True))
+    with torch.no_grad():
+        assert _channels_last_pool_pays(big.clone().requires_grad_(True))
+    assert not _channels_last_pool_pays(small.contiguous(memory_format=torch.channels_last))
+    assert not _channels_last_pool_pays(small[:, :, :, :7])  # not contiguous
