@@ -45,3 +45,17 @@ def test_round_trip_at_a_new_resolution(tmp_path, exporter):
 def test_bad_size_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not divisible"):
         export_onnx(_tiny(), tmp_path / "m.onnx", 18, exporter="torchscript")
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_hybrid_round_trip(tmp_path, exporter):
+    # The hybrid stem's max-pool has an eager-only fast path (a custom autograd function) that
+    # tracers must not see: both exporters get the plain pad + max-pool.
+    from vitkit.models.config import ResNetConfig
+
+    model = vitkit.create_model("R+ViT-Ti_16", num_classes=3, image_size=32, patch_size=1, num_layers=1,
+                                hidden_size=32, num_heads=2, mlp_dim=64,
+                                resnet=ResNetConfig(num_layers=(1,), width_factor=1)).eval()
+    torch.nn.init.normal_(model.head.weight)
+    res = export_onnx(model, tmp_path / "m.onnx", exporter=exporter)
+    assert res.exporter == exporter and res.max_abs_diff <= 1e-4 and res.input_dependent

@@ -101,6 +101,8 @@ def _channels_last_pool_pays(x: torch.Tensor) -> bool:
     """
     if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous():
         return False
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return False  # a memory-layout trick for eager CPU kernels; tracers and inductor get the plain graph
     if not (x.requires_grad and torch.is_grad_enabled()):
         return True
     return x.dtype != torch.float32 or x.numel() <= 1 << 22
