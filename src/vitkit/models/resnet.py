@@ -28,12 +28,16 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _same_pads(x: torch.Tensor, kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """``SAME`` padding of ``x``'s last two dimensions in ``F.pad`` order: (left, right, top, bottom)."""
+    return (*same_padding(x.shape[-1], kernel, stride), *same_padding(x.shape[-2], kernel, stride))
+
+
 def pad_same(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
-    top, bottom = same_padding(x.shape[-2], kernel, stride)
-    left, right = same_padding(x.shape[-1], kernel, stride)
-    if top == bottom == left == right == 0:
+    pads = _same_pads(x, kernel, stride)
+    if not any(pads):
         return x
-    return F.pad(x, (left, right, top, bottom), value=value)
+    return F.pad(x, pads, value=value)
 
 
 class StdConv2d(nn.Conv2d):
@@ -112,9 +116,8 @@ def max_pool_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """Flax ``max_pool(padding='SAME')``: pads with -inf, so padding never wins the max."""
     if _channels_last_pool_pays(x):
         # Same values and gradients as the plain path; only the memory layout of the pooled input differs.
-        top, bottom = same_padding(x.shape[-2], kernel, stride)
-        left, right = same_padding(x.shape[-1], kernel, stride)
-        x = _PadChannelsLast.apply(x, (left, right, top, bottom), float("-inf"))
+        x = _PadChannelsLast.apply(x, _same_pads(x, kernel, stride), float("-inf"))
+        # Back to channels-first: the stage's GroupNorms run several times slower on channels-last input.
         return F.max_pool2d(x, kernel, stride).contiguous()
     return F.max_pool2d(pad_same(x, kernel, stride, value=float("-inf")), kernel, stride)
 
