@@ -125,6 +125,21 @@ def test_bad_samples_in_wds(tmp_path: Path) -> None:
     assert n_good + 3 <= n <= n_good + 3 + 3  # a truncated shard may still yield the samples before the cut
 
 
+def test_bad_samples_in_wds_cached_are_counted_once(tmp_path: Path) -> None:
+    """``cache=memory``: the same counts as the stream, taken while decoding, and not again in later epochs."""
+    files = _odd_files()
+    samples = [(data, i % 2) for i, (data, _) in enumerate(files.values())]
+    write_wds_shards(samples, str(tmp_path / "a-%02d.tar"), samples_per_shard=100, image_format="jpg")
+    skipped, converted, n_good = _expected(files)
+    loader = build_loader(f"wds:{tmp_path}/a-00.tar?num_classes=2&cache=memory", train=True, image_size=8,
+                          batch_size=1, num_workers=0)
+    assert len(loader.source) == n_good
+    for _ in range(2):
+        assert sum(len(y) for _, y in loader) == n_good
+    st = loader.stats.as_dict()
+    assert st["converted"] == converted and st["skipped"] == skipped and st["samples"] == 2 * n_good
+
+
 def test_wds_label_out_of_range_is_an_error(tmp_path: Path) -> None:
     write_wds_shards([(Image.new("RGB", (4, 4)), 1)], str(tmp_path / "x-%02d.tar"))
     write_wds_shards([(Image.new("RGB", (4, 4)), 7)], str(tmp_path / "y-%02d.tar"))

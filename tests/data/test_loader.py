@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from data_helpers import ids_of, make_folder
 from PIL import Image
@@ -178,3 +179,41 @@ def test_defaults_and_lengths() -> None:
     assert len(loader) == 4 and sum(len(y) for _, y in loader) == 359  # ceil(359 / 100), nothing dropped
     train = build_loader("digits", image_size=8, batch_size=100)
     assert len(train) == 1438 // 100 and all(len(y) == 100 for _, y in train)
+
+
+def test_wds_cache_memory_matches_stream_in_evaluation(tmp_path: Path) -> None:
+    """``cache=memory`` decodes the split once: evaluation batches equal the stream's bit for bit, in tar order."""
+    spec = _id_shards(tmp_path)
+    kw = dict(train=False, image_size=5, batch_size=8, num_workers=0)
+    streamed = _all(build_loader(spec, **kw))
+    cached = build_loader(spec + "&cache=memory", **kw)
+    assert not cached.is_stream and len(cached.source) == 60
+    assert _same(_all(cached), streamed)
+    assert [i for x, _ in streamed for i in ids_of(x)] == list(range(60))
+
+
+def test_wds_cache_memory_training_is_deterministic_and_resumable(tmp_path: Path) -> None:
+    spec = _id_shards(tmp_path) + "&cache=memory"
+    kw = dict(image_size=5, batch_size=4, seed=3)
+    ref_loader = build_loader(spec, num_workers=0, **kw)
+    ref = _all(ref_loader)
+    ids = [i for x, _ in ref for i in ids_of(x)]
+    assert len(ids) == len(set(ids)) == 60 and ids != sorted(ids)  # a global permutation, nothing dropped
+    assert [i for x, _ in _all(ref_loader) for i in ids_of(x)] != ids  # the next epoch is another permutation
+    assert _same(_all(build_loader(spec, num_workers=2, **kw)), ref)
+    part = build_loader(spec, num_workers=0, **kw)
+    head = _all(part, 4)
+    resumed = build_loader(spec, num_workers=2, **kw)
+    resumed.load_state_dict(part.state_dict())
+    assert _same(head + _all(resumed), ref)
+
+
+def test_wds_cache_memory_options_are_checked(tmp_path: Path) -> None:
+    spec = _id_shards(tmp_path)
+    with pytest.raises(ValueError, match="cache='disk' is not valid; the one choice is cache=memory"):
+        build_loader(spec + "&cache=disk", image_size=5, num_workers=0)
+    with pytest.raises(ValueError, match="cache_max_gb='lots' is not a number"):
+        build_loader(spec + "&cache=memory&cache_max_gb=lots", image_size=5, num_workers=0)
+    # 5x5x3 = 75 bytes per image: a 3,780-byte cap holds 50 images; the 51st (key 50, 8th shard) is named
+    with pytest.raises(ValueError, match=r"GiB at sample 51 \(.*train-007.tar:00000050\)"):
+        build_loader(spec + f"&cache=memory&cache_max_gb={3780 / 2**30}", image_size=5, num_workers=0)

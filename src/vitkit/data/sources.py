@@ -132,6 +132,25 @@ class ArraySource(MapSource):
         return self.images[i]
 
 
+class DecodedSource(MapSource):
+    """A ``wds:`` split decoded once into memory (spec option ``cache=memory``): uint8 images in tar order, stacked
+    into one array when they share a shape (fewer Python objects for forked loader workers to touch), else a list.
+    ``names`` are ``shard:key`` for error messages."""
+
+    kind = "wds"
+
+    def __init__(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray, names: list[str],
+                 class_names: list[str] | None, num_classes: int, split: str, channels: int):
+        super().__init__(labels, class_names, num_classes, split)
+        self.images, self.names, self.channels = images, names, channels
+
+    def load(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def name(self, i: int) -> str:
+        return self.names[i]
+
+
 class FolderSource(MapSource):
     kind = "folder"
     in_memory = False
