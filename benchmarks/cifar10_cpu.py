@@ -65,11 +65,34 @@ def evaluate_checkpoints(cfg, out: Path, step_time: dict[int, float]) -> list[di
     for step, path in list_checkpoints(out):
         model.load_state_dict(load_checkpoint(path)["model"])
         res = evaluate_accuracy(model, loader, precision=cfg.precision, flip=cfg.eval_flip, progress=False)
-        rows.append({"step": step, "wall_s": round(step_time.get(step, float("nan")), 1),
+        t = step_time.get(step)  # the run's last step, ended by the clock, may not be a logged one
+        rows.append({"step": step, "wall_s": None if t is None else round(t, 1),
                      "images": step * cfg.data.batch_size,
                      "top1": res["top1"], "top5": res["top5"],
                      **({"flip_top1": res["flip_top1"]} if "flip_top1" in res else {}), "evaluated": "after"})
     return rows
+
+
+def plot_curve(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["wall_s"] / 60 for r in rows], [100 * r["top1"] for r in rows], "o-", label="test top-1")
+    if all("flip_top1" in r for r in rows):
+        ax.plot([r["wall_s"] / 60 for r in rows], [100 * r["flip_top1"] for r in rows], "s--",
+                label="test top-1, flip-averaged")
+    ax.axhline(80, color="grey", ls="--", lw=0.8, label="goal 80%")
+    ax.axvline(30, color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("wall-clock (minutes, 2-core CPU, final evaluation included)")
+    ax.set_ylabel("CIFAR-10 test top-1 (%) [JPEG q75 copy]")
+    ax.set_title("vitkit cifar10_cpu preset, from scratch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> int:
@@ -80,8 +103,12 @@ def main() -> int:
     ap.add_argument("--evals", type=int, default=4,
                     help="points on the accuracy curve: checkpoints at equal step intervals, the last one the run's "
                          "final evaluation (the others are evaluated after the run)")
+    ap.add_argument("--plot-only", action="store_true", help="re-draw --out's plot from its curve.json")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides of the preset")
     args = ap.parse_args()
+    if args.plot_only:
+        plot_curve(json.loads((args.out / "curve.json").read_text())["curve"], args.out / "accuracy_vs_time.png")
+        return 0
 
     names = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"  # README of the shared copy
     spec = f"wds:{args.data}?num_classes=10&num_examples=train:50000,test:10000&classes={names}&cache=memory"
@@ -159,25 +186,7 @@ def main() -> int:
               "final_evaluated_after_run": posthoc_final}
     (args.out / "curve.json").write_text(json.dumps(result, indent=1))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["wall_s"] / 60 for r in rows], [100 * r["top1"] for r in rows], "o-", label="test top-1")
-    if all("flip_top1" in r for r in rows):
-        ax.plot([r["wall_s"] / 60 for r in rows], [100 * r["flip_top1"] for r in rows], "s--",
-                label="test top-1, flip-averaged")
-    ax.axhline(80, color="grey", ls="--", lw=0.8, label="goal 80%")
-    ax.axvline(30, color="grey", ls=":", lw=0.8)
-    ax.set_xlabel("wall-clock (minutes, 2-core CPU, evaluations included)")
-    ax.set_ylabel("CIFAR-10 test top-1 (%) [JPEG q75 copy]")
-    ax.set_title("vitkit cifar10_cpu preset, from scratch")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out / "accuracy_vs_time.png", dpi=120)
+    plot_curve(rows, args.out / "accuracy_vs_time.png")
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1))
     return 0
 
