@@ -211,7 +211,8 @@ def _decode_into_memory(src: WdsSource, pre: Preprocess, max_gb: float, where: s
     Why: on small data sets read for many epochs (CIFAR: 50k images, 150 MB decoded) the stream re-reads the gzip
     shards and re-parses every JPEG each epoch, ~130 us of Python per 32x32 image, which on a 2-core machine is
     CPU the training step does not get. From memory, an epoch costs only the augmentation. Bad samples are counted
-    once, here; the loader then treats the split as a map-style source (global permutation per epoch)."""
+    once, here; the loader then treats the split as a map-style source (global permutation per epoch). Every rank
+    decodes and holds the whole split: this is for data sets that fit in memory many times over."""
     meta = _new_meta()
     images: list[np.ndarray] = []
     labels: list[int] = []
