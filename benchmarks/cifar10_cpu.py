@@ -150,20 +150,18 @@ def main() -> int:
     wall = time.time() - t0
 
     rows = []
-    last_train_t = 0.0
     eval_time = 0.0
     step_time = {}
     for line in (args.out / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if "loss" in r:
-            last_train_t = r["time_s"]
             step_time[r["step"]] = r["time_s"]
         if "eval/top1" in r:
             rows.append({"step": r["step"], "wall_s": round(r["time_s"], 1),
                          "images": r["step"] * cfg.data.batch_size,
                          "top1": r["eval/top1"], "top5": r["eval/top5"],
                          **({"flip_top1": r["eval/flip_top1"]} if "eval/flip_top1" in r else {})})
-            eval_time = r["time_s"] - last_train_t
+            eval_time = r["time_s"] - (step_time[max(step_time)] if step_time else 0.0)
     if not rows:
         print("no evaluation finished", file=sys.stderr)
         return 1
