@@ -37,9 +37,11 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 _EXPLICIT_MAX_ELEMENTS = 1 << 25
 
 
-def _explicit_is_faster(q: torch.Tensor) -> bool:
-    b, h, t, _ = q.shape
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and b * h * t * t <= _EXPLICIT_MAX_ELEMENTS
+def _explicit_is_faster(keys: torch.Tensor) -> bool:
+    # Decided on the keys' shape (the full T x T matrix), so that the class-token-only path of
+    # the last block takes the same kernels as the full block and computes the same numbers.
+    b, h, t, _ = keys.shape
+    return keys.device.type == "cpu" and keys.dtype == torch.bfloat16 and b * h * t * t <= _EXPLICIT_MAX_ELEMENTS
 
 
 class Attention(nn.Module):
@@ -68,12 +70,12 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).unbind(2)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, t, d = x.shape
-        q, k, v = self._split(x)
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, heads, Tq, hd) attention output, from queries ``q`` over all keys, and the probabilities."""
         p = self.attn_drop if self.training else 0.0
         weights = None
-        if need_weights or _explicit_is_faster(q):
+        if need_weights or _explicit_is_faster(k):
             # Explicit path, as Flax's dot_product_attention: scale q, softmax in float32 (for
             # bf16 input PyTorch's CPU softmax accumulates in float32 and rounds once on output).
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
@@ -82,8 +84,21 @@ class Attention(nn.Module):
             out = F.dropout(probs, p, self.training) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        out = out.transpose(1, 2).reshape(b, t, d)
-        return self.proj(out), weights
+        return out, weights
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, t, d = x.shape
+        q, k, v = self._split(x)
+        out, weights = self._attend(q, k, v, need_weights)
+        return self.proj(out.transpose(1, 2).reshape(b, t, d)), weights
+
+    def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
+        """Row 0 of ``forward(x)[0]``: (N, T, D) -> (N, 1, D). Each query row of attention is
+        computed independently of the others, so only the class token's row is evaluated."""
+        b, _, d = x.shape
+        q, k, v = self._split(x)
+        out, _ = self._attend(q[:, :, :1], k, v, False)
+        return self.proj(out.transpose(1, 2).reshape(b, 1, d))
 
 
 class Mlp(nn.Module):
@@ -125,6 +140,19 @@ class Block(nn.Module):
         x = x + drop_path(y, self.drop_path, self.training)
         x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
         return x, weights
+
+    def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output for the class token only: ``forward(x)[0][:, :1]``, (N, T, D) -> (N, 1, D).
+
+        Attention still reads every token's key and value, but its output projection, the MLP and
+        the LayerNorm before it run on one token instead of T (~3/4 of a block's FLOPs). Dropout
+        and stochastic depth act as in :meth:`forward` (per element and per sample), so in
+        training the class token's output has the same distribution; without them it is the same
+        function, and so are the gradients.
+        """
+        y = F.dropout(self.attn.forward_class_token(self.norm1(x)), self.drop, self.training)
+        x0 = x[:, :1] + drop_path(y, self.drop_path, self.training)
+        return x0 + drop_path(self.mlp(self.norm2(x0)), self.drop_path, self.training)
 
 
 @dataclass
