@@ -196,6 +196,40 @@ def attention() -> dict[str, Any]:
     return out
 
 
+@section("class_token_path")
+def class_token_path() -> dict[str, Any]:
+    """The last block for the class token only (vitkit.perf.fast_training) vs the full model on
+    CUDA: logits and gradients, fp32 (TF32 off) and bf16 autocast (flash attention, 1 query row)."""
+    import copy
+
+    import vitkit
+    from vitkit.perf import autocast, fast_training
+
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    full = vitkit.create_model("ViT-S_16", num_classes=10).cuda().train()
+    with torch.no_grad():
+        full.head.weight.normal_(std=0.05)
+    x = torch.randn(8, 3, 224, 224, device="cuda")
+    y = torch.randint(0, 10, (8,), device="cuda")
+    out: dict[str, Any] = {}
+    for precision in ("fp32", "bf16"):
+        fast = fast_training(copy.deepcopy(full), precision)
+        res = {}
+        for name, m in (("full", full), ("fast", fast)):
+            m.zero_grad(set_to_none=True)
+            with autocast(precision, "cuda"):
+                logits = m(x)
+            torch.nn.functional.cross_entropy(logits.float(), y).backward()
+            res[name] = (logits.detach(), {n: p.grad for n, p in m.named_parameters()})
+        grad_rel = max(float((res["fast"][1][n] - g).norm() / g.norm().clamp_min(1e-30))
+                       for n, g in res["full"][1].items())
+        out[precision] = {"class": type(fast).__name__, "max_logit_diff": maxdiff(res["fast"][0], res["full"][0]),
+                          "max_grad_rel_diff": grad_rel}
+    return out
+
+
 def _train(tmp: Path, name: str, *over: str) -> dict[str, Any]:
     from vitkit.train import loop
     from vitkit.train.config import apply_overrides
@@ -308,7 +342,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device")
     steps = [("env", env, ()), ("fidelity", fidelity, (tmp,)), ("official", official_flax, (tmp,)),
-             ("attention", attention, ()),
+             ("attention", attention, ()), ("class_token_path", class_token_path, ()),
              ("train_bf16", train_bf16, (tmp,)), ("train_fp16", train_fp16, (tmp,)),
              ("train_fp32", train_fp32, (tmp,)), ("syncs", syncs, (tmp,)), ("train_ema", train_ema, (tmp,)),
              ("train_compile", train_compile, (tmp,)), ("bench_infer", bench_infer, (out,)),
