@@ -47,6 +47,13 @@ def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float().cpu() - b.float().cpu()).abs().max())
 
 
+def exact_fp32() -> None:
+    """No TF32 in fp32 matmuls and convolutions, for the sections that compare against fp32
+    references (set for the rest of the run, as each such section did before)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 @section("env")
 def env() -> dict[str, Any]:
     p = torch.cuda.get_device_properties(0)
@@ -65,8 +72,7 @@ def fidelity(tmp: Path) -> dict[str, Any]:
     import vitkit
     from vitkit.checkpoints.hf import to_hf
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    exact_fp32()
     torch.manual_seed(0)
     m = vitkit.create_model("ViT-B_16", num_classes=1000).eval()
     with torch.no_grad():
@@ -130,8 +136,7 @@ def official_flax(tmp: Path) -> dict[str, Any]:
     import vitkit
 
     jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 in the reference
-    torch.backends.cuda.matmul.allow_tf32 = False  # nor in vitkit (cuDNN convolutions default to TF32)
-    torch.backends.cudnn.allow_tf32 = False
+    exact_fp32()  # nor in vitkit (cuDNN convolutions default to TF32)
     cases = {
         "token_repr": dict(patches=SimpleNamespace(size=(4, 4)), hidden_size=64, representation_size=32,
                            classifier="token", resnet=None, image=32),
@@ -206,8 +211,7 @@ def class_token_path() -> dict[str, Any]:
     from vitkit.perf import autocast, fast_training
 
     torch.manual_seed(0)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    exact_fp32()
     full = vitkit.create_model("ViT-S_16", num_classes=10).cuda().train()
     with torch.no_grad():
         full.head.weight.normal_(std=0.05)

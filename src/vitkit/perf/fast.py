@@ -156,12 +156,18 @@ def _last_block_for_class_token(model: nn.Module) -> nn.Module | None:
     last = model.blocks[-1]
     if not hasattr(last, "forward_class_token") or last._forward_hooks or last._forward_pre_hooks:
         return None  # hooks on the block expect its forward() to run
+    # fully_shard gathers a block's parameters in hooks around forward(), which this path skips.
+    fsdp = _fsdp_module_type()
+    return None if fsdp is not None and isinstance(last, fsdp) else last
+
+
+@cache  # looked up once, not on every forward
+def _fsdp_module_type() -> type | None:
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # torch built without distributed
-        return last
-    # fully_shard gathers a block's parameters in hooks around forward(), which this path skips.
-    return None if isinstance(last, FSDPModule) else last
+        return None
+    return FSDPModule
 
 
 def _class_token_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
