@@ -101,3 +101,32 @@ def test_inference_copy_of_a_model_trained_fast(precision: str) -> None:
         got = inference_model(trained, precision)(x).float()
         want = inference_model(ref, precision)(x).float()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5 if precision == "fp32" else 2e-2)
+
+
+def test_fsdp_sharded_last_block_takes_the_full_forward(tmp_path):
+    # fully_shard gathers a block's parameters in hooks around forward(); the one-row path would
+    # skip them, so a sharded last block must run its plain forward (one process, gloo on CPU).
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from vitkit.perf.fast import _last_block_for_class_token
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = skip_unused_last_block(_model())
+        assert _last_block_for_class_token(model) is model.blocks[-1]
+        reference = copy.deepcopy(model)
+        mesh = init_device_mesh("cpu", (1,))
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        assert _last_block_for_class_token(model) is None
+        sharded_class = type(model)
+        skip_unused_last_block(model)  # a second swap (e.g. fast_training called again) is a no-op
+        assert type(model) is sharded_class
+        x = torch.randn(2, 3, 16, 16)
+        torch.testing.assert_close(model(x), reference(x))
+        assert _tokens_seen_by_last_mlp(model, x) == 5  # all 4 patches + the class token
+    finally:
+        dist.destroy_process_group()

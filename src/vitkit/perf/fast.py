@@ -178,7 +178,7 @@ def _class_token_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     last = _last_block_for_class_token(self)
     if last is None:
-        return type(self).__mro__[1].forward(self, x)
+        return self._plain_forward(x)
     x = self.embed(x)
     for block in self.blocks[:-1]:
         x = block(x)[0]
@@ -190,8 +190,12 @@ def skip_unused_last_block(model: nn.Module) -> nn.Module:
     parameters and state_dict unchanged; other models are returned as they are)."""
     from ..models.vit import VisionTransformer
 
-    if isinstance(model, VisionTransformer):
-        model.__class__ = subclass_once(type(model), "ClassToken", {"forward": _class_token_forward})
+    if isinstance(model, VisionTransformer) and type(model).forward is not _class_token_forward:
+        # The plain forward is kept by name, not looked up as the next class in the MRO: a wrapper
+        # that subclasses this class again (fully_shard applied afterwards) puts itself there.
+        cls = type(model)
+        model.__class__ = subclass_once(cls, "ClassToken", {"forward": _class_token_forward,
+                                                            "_plain_forward": cls.forward})
     return model
 
 
