@@ -149,10 +149,15 @@ def pack_linears(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
+def _logits_read_class_token_only(model: nn.Module) -> bool:
+    """Whether the model's (frozen) config makes the logits depend on the class token alone."""
+    return model.config.classifier == "token" and not model.config.norm_after_pool
+
+
 def _last_block_for_class_token(model: nn.Module) -> nn.Module | None:
-    """The last encoder block, when the logits depend only on its class-token output; else None."""
-    cfg = model.config
-    if cfg.classifier != "token" or cfg.norm_after_pool or len(model.blocks) == 0:
+    """The last encoder block of a swapped model, unless something needs its full ``forward()``
+    (checked on each call: hooks and sharding can be added after the swap); else None."""
+    if len(model.blocks) == 0:
         return None
     last = model.blocks[-1]
     if not hasattr(last, "forward_class_token") or last._forward_hooks or last._forward_pre_hooks:
@@ -186,11 +191,13 @@ def _class_token_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def skip_unused_last_block(model: nn.Module) -> nn.Module:
-    """Swap a :class:`VisionTransformer`'s ``forward`` for :func:`_class_token_forward` (in place;
-    parameters and state_dict unchanged; other models are returned as they are)."""
+    """Swap a class-token :class:`VisionTransformer`'s ``forward`` for :func:`_class_token_forward`
+    (in place; parameters and state_dict unchanged; GAP and other models are returned as they
+    are: their logits read every token)."""
     from ..models.vit import VisionTransformer
 
-    if isinstance(model, VisionTransformer) and type(model).forward is not _class_token_forward:
+    if (isinstance(model, VisionTransformer) and _logits_read_class_token_only(model)
+            and type(model).forward is not _class_token_forward):
         # The plain forward is kept by name, not looked up as the next class in the MRO: a wrapper
         # that subclasses this class again (fully_shard applied afterwards) puts itself there.
         cls = type(model)
