@@ -79,16 +79,27 @@ def adapt_model(
     return model
 
 
-def load_model(path: str | os.PathLike[str], *, format: str | None = None, **overrides: Any) -> nn.Module:
-    """Read a model (architecture and weights) from any supported file; returns it in eval mode.
+def load_model(
+    source: str | os.PathLike[str], *, format: str | None = None, progress: bool = True, **overrides: Any
+) -> nn.Module:
+    """Read a model (architecture and weights) from any source; returns it in eval mode.
 
+    ``source``: a file or folder of any supported format, a ``vitkit train`` run folder or its
+    ``checkpoints/step_N.pt``, an ``http(s)://`` URL, ``hf-hub:ORG/NAME[@REVISION]``, or a name of
+    the official catalogue (``imagenet21k/ViT-B_16``; see :mod:`vitkit.checkpoints.sources`).
     ``overrides``: ``num_classes``, ``image_size``, ``representation_size`` (see
-    :func:`adapt_model`) and config fields the file cannot tell. Nothing is ever unpickled.
+    :func:`adapt_model`) and config fields the file cannot tell (``num_heads=`` for a bare timm
+    state dict). Nothing is ever unpickled.
     """
+    from .sources import resolve
+
     _load_plugins()
-    p = Path(path)
+    resolved = resolve(source, progress=progress)
+    p = resolved.path
     fmt = get_format(format) if format else detect_format(p)
     hints = {k: overrides.pop(k) for k in list(overrides) if k in _READ_HINTS}
+    if fmt.name == "npz":  # the catalogue's model name, unless the caller names it
+        hints = {**resolved.hints, **hints}
     model = fmt.read(p, **hints)
     model = adapt_model(model, **overrides)
     return model.eval()

@@ -1,3 +1,3 @@
 """Imports every format module so each registers itself in ``formats.FORMATS``."""
 
-from . import hf, official_npz, timm  # noqa: F401
+from . import hf, official_npz, timm, training  # noqa: F401

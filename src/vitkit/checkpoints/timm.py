@@ -1,14 +1,19 @@
 """timm ``vision_transformer`` state dicts (``.pth`` via ``torch.load(weights_only=True)``, or
-``.safetensors`` without vitkit metadata): import and export.
+``.safetensors`` without vitkit metadata) and timm Hub folders (``config.json`` + weights): import and export.
 
-timm's block layout is ours (fused ``qkv``), so the mapping is mostly renaming. What a state dict
-cannot tell is filled with timm's defaults: exact-erf GELU and LayerNorm eps 1e-6, and
-``num_heads = hidden / 64`` (every standard ViT; pass ``num_heads=`` otherwise). Pooling follows
-the tensors: a class token without ``fc_norm`` is token pooling; no class token is average
-pooling, with the final LayerNorm after pooling when the file has ``fc_norm`` (timm's default
-for ``global_pool='avg'``) and before it when it has ``norm``. Files with ``pos_embed`` that
-excludes the class token (``no_embed_class``) are read with a zero embedding for it, which
-computes the same thing.
+timm's block layout is ours (fused ``qkv``), so the mapping is mostly renaming. A state dict does
+not store the head count (nor the GELU variant): it comes from, in this order, ``num_heads=`` given
+by the caller, the vitkit config that vitkit's own export writes beside the tensors (safetensors
+metadata ``vitkit_config``, or ``NAME.json`` next to a ``.pth``), a timm ``config.json``
+(``model_args.num_heads``, else the ``architecture`` looked up in :mod:`.timm_archs`); otherwise
+loading is an error asking for ``num_heads=``. There is no ``hidden / 64`` guess: timm's
+``vit_base_patch16_gap_224`` has 16 heads of 48 and ``vit_huge_patch14_224`` 16 of 80. GELU is
+exact-erf and LayerNorm eps 1e-6 (timm's defaults) unless the architecture or ``model_args`` say
+otherwise. Pooling follows the tensors: a class token without ``fc_norm`` is token pooling; no
+class token is average pooling, with the final LayerNorm after pooling when the file has
+``fc_norm`` (timm's default for ``global_pool='avg'``) and before it when it has ``norm``. Files
+with ``pos_embed`` that excludes the class token (``no_embed_class``) are read with a zero
+embedding for it, which computes the same thing.
 
 Not supported (a clear error): hybrids (``patch_embed.backbone``), register/distillation tokens,
 layer scale, q/k norm, attention pooling, and class token *plus* average pooling.
@@ -16,6 +21,7 @@ layer scale, q/k norm, attention pooling, and class token *plus* average pooling
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -31,6 +38,7 @@ from ..models.config import ViTConfig
 from ..models.registry import build_model
 from .errors import CheckpointError, _shape, check_state_dict
 from .hf import TORCH_SUFFIXES, _peek_keys, read_tensor_file
+from .timm_archs import HEADS, SPECIAL
 
 _UNSUPPORTED = {
     "patch_embed.backbone.": "hybrid (ResNet) stems; load the official .npz instead",
@@ -53,6 +61,8 @@ def looks_like_timm(keys: list[str]) -> bool:
 
 
 def is_timm(path: Path) -> bool:
+    if path.is_dir():
+        return _is_timm_dir(path)
     if not path.is_file():
         return False
     try:
@@ -63,8 +73,51 @@ def is_timm(path: Path) -> bool:
         return path.suffix in (*TORCH_SUFFIXES, ".safetensors")
 
 
-def timm_state_to_model(state: Mapping[str, torch.Tensor], source: str, **hints: Any) -> nn.Module:
-    """Build the model a timm ViT state dict describes and load it strictly."""
+# What vitkit's own export records and the reader takes back (the tensors tell the rest).
+_FROM_VITKIT = ("name", "num_heads", "gelu", "layer_norm_eps", "mean", "std", "class_names", "classifier",
+                "dropout_rate", "attention_dropout_rate", "head_bias_init")
+
+
+def _told_by_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Config fields a timm ``config.json`` states: heads/GELU/eps from ``model_args`` or the
+    architecture table, normalisation and class names from ``pretrained_cfg`` / ``label_names``."""
+    if not cfg:
+        return {}
+    told: dict[str, Any] = {}
+    arch = str(cfg.get("architecture") or "").split(".")[0]
+    args = cfg.get("model_args") or {}
+    if arch in SPECIAL:
+        heads, gelu, eps = SPECIAL[arch]
+        if gelu is None:
+            raise CheckpointError(f"{source}: timm architecture {arch} uses an activation vitkit does not compute")
+        told.update(num_heads=heads, gelu=gelu, layer_norm_eps=eps)
+    elif arch in HEADS:
+        told["num_heads"] = HEADS[arch]
+    if "num_heads" in args:
+        told["num_heads"] = int(args["num_heads"])
+    act = args.get("act_layer")
+    if act is not None:
+        if act not in ("gelu", "gelu_tanh"):
+            raise CheckpointError(f"{source}: model_args.act_layer={act!r}; vitkit computes gelu and gelu_tanh")
+        told["gelu"] = "exact" if act == "gelu" else "tanh"
+    if arch:
+        told["name"] = arch
+    pre = cfg.get("pretrained_cfg") or {}
+    if pre.get("mean") is not None and pre.get("std") is not None:
+        told["mean"], told["std"] = tuple(pre["mean"]), tuple(pre["std"])
+    names = cfg.get("label_names") or pre.get("label_names")
+    k = cfg.get("num_classes")
+    if names and (k is None or len(names) == int(k)):
+        told["class_names"] = tuple(str(n) for n in names)
+    return told
+
+
+def timm_state_to_model(
+    state: Mapping[str, torch.Tensor], source: str, *, timm_config: Mapping[str, Any] | None = None,
+    vitkit_config: ViTConfig | None = None, **hints: Any,
+) -> nn.Module:
+    """Build the model a timm ViT state dict describes and load it strictly. ``timm_config``: a
+    timm ``config.json``; ``vitkit_config``: what vitkit's export recorded; ``hints``: the caller's."""
     bad = sorted({why for k in state for pat, why in _UNSUPPORTED.items() if pat in k or k.startswith(pat)})
     if bad:
         raise CheckpointError(f"{source}: timm ViT with {', '.join(bad)}: not supported by vitkit")
@@ -112,11 +165,16 @@ def timm_state_to_model(state: Mapping[str, torch.Tensor], source: str, **hints:
             )
         # no_embed_class: timm adds pos_embed before prepending the class token.
         ours["pos_embedding"] = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
-    heads = hints.pop("num_heads", None)
-    if heads is None:
-        if hidden % 64:
-            raise CheckpointError(f"{source}: cannot tell the number of heads of hidden size {hidden}; pass num_heads=")
-        heads = hidden // 64
+    told = _told_by_config(timm_config or {}, source)
+    if vitkit_config is not None:
+        told = {k: getattr(vitkit_config, k) for k in _FROM_VITKIT}
+    if "num_heads" not in hints and "num_heads" not in told:
+        raise CheckpointError(
+            f"{source}: a timm state dict does not store its number of heads (hidden size {hidden}) and no config "
+            "names it (no vitkit metadata, no timm config.json with model_args or a known architecture); "
+            "pass num_heads="
+        )
+    heads = hints.pop("num_heads", told.pop("num_heads", None))
     layers = len({k.split(".")[1] for k in ours if k.startswith("blocks.")})
     fields: dict[str, Any] = dict(
         name="timm-vit", patch_size=(int(proj.shape[2]), int(proj.shape[3])), hidden_size=hidden,
@@ -127,6 +185,7 @@ def timm_state_to_model(state: Mapping[str, torch.Tensor], source: str, **hints:
         image_size=(side * int(proj.shape[2]), side * int(proj.shape[3])), in_chans=int(proj.shape[1]),
         layer_norm_eps=1e-6, gelu="exact", norm_after_pool=has_fc_norm,
     )
+    fields.update(told)
     fields.update(hints)
     try:
         cfg = ViTConfig(**fields)
@@ -137,14 +196,79 @@ def timm_state_to_model(state: Mapping[str, torch.Tensor], source: str, **hints:
             f"{source}: classifier={cfg.classifier!r} {'needs' if cfg.has_class_token else 'has no'} class token, "
             f"but the file {'has one' if has_cls else 'has none'}"
         )
+    k = (timm_config or {}).get("num_classes")
+    if k is not None and int(k) != cfg.num_classes:
+        raise CheckpointError(f"{source}: config.json says num_classes={k}, the head has {cfg.num_classes} outputs")
     model = build_model(cfg)
     check_state_dict(source, model.state_dict(), ours)
     model.load_state_dict(ours, strict=True)
     return model
 
 
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return d
+
+
+def _timm_config_json(path: Path) -> dict[str, Any] | None:
+    """A timm ``config.json`` (it names an ``architecture``; HF's names a ``model_type``), or None."""
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return d if isinstance(d, dict) and "architecture" in d and "model_type" not in d else None
+
+
+def _is_timm_dir(path: Path) -> bool:
+    return path.is_dir() and _timm_config_json(path / "config.json") is not None and any(
+        (path / w).is_file() for w in _WEIGHTS)
+
+
+def _vitkit_metadata(path: Path) -> ViTConfig | None:
+    """The config vitkit's export wrote: safetensors metadata, or ``NAME.json`` beside a ``.pth``."""
+    raw = None
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get("vitkit_config")
+        except (SafetensorError, OSError, ValueError):
+            return None
+    else:
+        side = path.with_suffix(".json")
+        if side.is_file():
+            raw = _read_json(side).get("vitkit_config")
+            raw = json.dumps(raw) if isinstance(raw, dict) else raw
+    if raw is None:
+        return None
+    try:
+        return ViTConfig.from_json(raw)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: invalid vitkit_config recorded by vitkit's timm export ({e})") from e
+
+
 def read_timm(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
-    return timm_state_to_model(read_tensor_file(path), str(path), **hints)
+    path = Path(path)
+    if path.is_dir():
+        weights = next((path / w for w in _WEIGHTS if (path / w).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path}: a timm folder needs {' or '.join(_WEIGHTS)}")
+        cfg_json = _timm_config_json(path / "config.json")
+        if cfg_json is None:
+            raise CheckpointError(f"{path / 'config.json'}: not a timm config (no 'architecture')")
+        return timm_state_to_model(read_tensor_file(weights), str(weights), timm_config=cfg_json, **hints)
+    cfg_json = _timm_config_json(path.parent / "config.json") or _timm_config_json(path.with_suffix(".json"))
+    return timm_state_to_model(read_tensor_file(path), str(path), timm_config=cfg_json,
+                               vitkit_config=_vitkit_metadata(path), **hints)
 
 
 def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -171,14 +295,39 @@ def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def timm_config_dict(cfg: ViTConfig) -> dict[str, Any]:
+    """A timm-style ``config.json`` for our model (what ``timm.create_model`` needs: ``model_args``),
+    with our own config under ``vitkit_config`` so that vitkit reads the file back exactly."""
+    args: dict[str, Any] = dict(
+        img_size=list(cfg.image_size), patch_size=cfg.patch_size[0], embed_dim=cfg.hidden_size, depth=cfg.num_layers,
+        num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_dim / cfg.hidden_size, class_token=cfg.has_class_token,
+        global_pool="token" if cfg.has_class_token else "avg", fc_norm=cfg.norm_after_pool,
+        act_layer="gelu" if cfg.gelu == "exact" else "gelu_tanh",
+    )
+    pre = {"input_size": [cfg.in_chans, *cfg.image_size], "mean": list(cfg.mean), "std": list(cfg.std),
+           "num_classes": cfg.num_classes}
+    out = {"architecture": "vit_" + re.sub(r"[^a-z0-9]+", "_", cfg.name.lower()).strip("_"),
+           "num_classes": cfg.num_classes, "num_features": cfg.hidden_size, "model_args": args,
+           "pretrained_cfg": pre, "vitkit_config": json.loads(cfg.to_json())}
+    if cfg.class_names:
+        out["label_names"] = list(cfg.class_names)
+    return out
+
+
 def save_timm(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """``.safetensors`` (no vitkit metadata) or a ``torch.save`` of plain tensors (any other suffix)."""
+    """``.safetensors`` (our config in the metadata as ``vitkit_config``) or a ``torch.save`` of plain
+    tensors (any other suffix) with a timm-style ``NAME.json`` beside it (``model_args`` + ``vitkit_config``)."""
     path = Path(path)
     state = to_timm_state_dict(model)
+    cfg: ViTConfig = model.config  # type: ignore[assignment]
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata={"format": "pt", "vitkit_config": cfg.to_json()})
     else:
+        side = path.with_suffix(".json")
+        side_tmp = side.with_name(side.name + ".tmp")
+        side_tmp.write_text(json.dumps(timm_config_dict(cfg), indent=1) + "\n")
+        os.replace(side_tmp, side)
         torch.save(state, tmp)
     os.replace(tmp, path)
     return path

@@ -16,7 +16,7 @@ from typing import Any
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a checkpoint between formats (vitkit, npz, hf, timm)")
-    p.add_argument("src", help="checkpoint to read (file, or a Hugging Face save_pretrained directory)")
+    p.add_argument("src", help="checkpoint to read: file, folder, run folder, URL, hf-hub:ORG/NAME or catalogue name")
     p.add_argument("dst", help="where to write")
     p.add_argument("--format", dest="dst_format", default=None,
                    help="output format: vitkit, npz, hf or timm (default: from the suffix of DST)")
@@ -41,11 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model, save_model
     from ..checkpoints.api import detect_format, writer_format
     from ..checkpoints.formats import get_format
+    from ..checkpoints.sources import resolve
     from .main import UserError
 
-    src, dst = Path(args.src), Path(args.dst)
-    if not src.exists():
-        raise FileNotFoundError(f"checkpoint not found: {src}")
+    src, dst = resolve(args.src).path, Path(args.dst)  # any source: a URL is never turned into a Path
     if dst.exists() and not args.force:
         raise UserError(f"{dst} exists; pass --force to overwrite it")
     if src.resolve() == dst.resolve():

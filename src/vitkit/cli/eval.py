@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_accuracy
+    from ..evaluate.core import match_classes
     from ..evaluate.data import check_batch_size, load_for_inference, loader_stats, open_loader, report_skipped
     from .main import write_report
 
@@ -34,26 +34,30 @@ def run(args: argparse.Namespace) -> int:
         args.data, cfg, split=args.split, image_size=size, batch_size=args.batch_size, limit=args.limit,
         num_workers=args.num_workers,
     )
-    if info.num_classes != cfg.num_classes:
-        raise ValueError(
-            f"{args.data} has {info.num_classes} classes but the model's head has {cfg.num_classes}; "
-            "fine-tune it on this data first, or use `vitkit fewshot` for a linear evaluation"
-        )
-    names = getattr(info, "class_names", None)
-    if cfg.class_names and names and tuple(names) != tuple(cfg.class_names):
-        print("warning: the data's class names differ from the checkpoint's; accuracy uses label indices",
-              file=sys.stderr)
+    if cfg.num_classes < 1:
+        raise ValueError(f"{args.model}: the model has no classification head; use `vitkit fewshot` instead")
+    try:
+        classes = match_classes(cfg.class_names, getattr(info, "class_names", None), cfg.num_classes,
+                                info.num_classes)
+    except ValueError as e:
+        raise ValueError(f"{args.data}: {e}") from None
     res = evaluate_accuracy(model, loader, precision=args.precision, device=args.device, total=batches,
-                            flip=args.flip)
+                            flip=args.flip, classes=classes)
     res.update({"model": str(args.model), "data": args.data, "split": args.split, "image_size": size,
-                "precision": args.precision, "loader": loader_stats(loader)})
+                "precision": args.precision, "loader": loader_stats(loader),
+                "classes": classes.as_dict(cfg.num_classes)})
     report_skipped(res["loader"], args.data)
     print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
           f"({res['num_examples']} images at {size}x{size})")
     if args.flip:
         print(f"flip-averaged: top-1 {100 * res['flip_top1']:.2f}%  top-5 {100 * res['flip_top5']:.2f}%")
+    if classes.label_map is not None:
+        note = (f"evaluated over the data's {len(classes.subset)} of the model's {cfg.num_classes} classes "
+                "(predictions among those)" if classes.subset else "the data's classes are the model's in another "
+                "order")
+        print(f"note: classes matched by name; {note}")
     if res["k_used"]["top5"] < 5:
-        print(f"note: the model has {cfg.num_classes} classes, so top-5 is top-{res['k_used']['top5']}")
+        print(f"note: {res['k_used']['top5']} classes are scored, so top-5 is top-{res['k_used']['top5']}")
     if args.out:
         write_report(args.out, "eval.json", res)
     return 0

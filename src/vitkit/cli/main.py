@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # Order shown in --help. A module that does not exist (yet) is skipped.
-COMMANDS = ("models", "demo", "convert", "train", "eval", "fewshot", "analyze", "predict", "export", "bench")
+COMMANDS = ("models", "download", "demo", "convert", "train", "eval", "fewshot", "analyze", "predict", "export",
+            "bench")
 
 
 class UserError(Exception):

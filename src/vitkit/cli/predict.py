@@ -10,10 +10,11 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..evaluate.data import MODEL_HELP
     from ..perf import PRECISIONS
 
     p = sub.add_parser("predict", help="classify image files, folders or a data spec")
-    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint to load")
+    p.add_argument("--model", required=True, metavar="SOURCE", help=MODEL_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, folders (searched recursively), or a data spec such as folder:PATH")
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
@@ -74,12 +75,16 @@ def run(args: argparse.Namespace) -> int:
     for spec in specs:
         loader, info, _ = open_loader(spec, cfg, split=args.split, image_size=size[0], batch_size=args.batch_size,
                                       limit=args.limit)
+        data_names = getattr(info, "class_names", None)
         i = 0
         for x, y in loader:
             probs = predict_probabilities(net, x, **kw)
             for pr, label in zip(probs, y):
                 name = f"{spec} ({args.split}) #{i}"
-                results.append({"image": name, "label": int(label), "top_k": _top(pr, k, names)})
+                row = {"image": name, "label": int(label), "top_k": _top(pr, k, names)}
+                if data_names and int(label) < len(data_names):
+                    row["label_name"] = str(data_names[int(label)])
+                results.append(row)
                 i += 1
     if not results:
         raise ValueError("no image could be read" + (f" ({len(skipped)} skipped)" if skipped else ""))
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {n}", file=sys.stderr)
         for r in results:
             top = ", ".join(f"{t['name']} {100 * t['probability']:.1f}%" for t in r["top_k"])
-            label = f" (label {r['label']})" if "label" in r else ""
+            label = f" (label {r.get('label_name', r['label'])})" if "label" in r else ""
             print(f"{r['image']}{label}: {top}")
         if skipped:
             print(f"{len(skipped)} input(s) skipped", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,57 @@ def _batches(
             yield out.float().cpu(), torch.as_tensor(labels).long().cpu()
 
 
+@dataclass(frozen=True)
+class ClassMatch:
+    """How the data's labels relate to the model's outputs: ``label_map[data label]`` is the model's
+    index (None: the same indices); ``subset``: the model indices the data has, when it holds only
+    some of the model's classes (predictions are then made among those, as for ImageNet subsets)."""
+
+    label_map: tuple[int, ...] | None
+    subset: tuple[int, ...] | None
+    how: str
+
+    def as_dict(self, num_classes: int) -> dict[str, Any]:
+        n = len(self.subset) if self.subset else num_classes
+        return {"matched": self.how, "evaluated_classes": n, "model_classes": num_classes}
+
+
+def match_classes(
+    model_names: Sequence[str] | None, data_names: Sequence[str] | None, model_classes: int, data_classes: int,
+) -> ClassMatch:
+    """Match the data's classes to the model's by name when both have names, else by index.
+
+    Same names in another order: labels are remapped. A subset of the names: evaluated over that
+    subset. A name the model does not have: an error listing them. Without names on both sides the
+    class counts must agree (labels are then taken as the model's indices).
+    """
+    if model_names and data_names:
+        model_names, data_names = [str(n) for n in model_names], [str(n) for n in data_names]
+        unknown = [n for n in data_names if n not in model_names]
+        if unknown:
+            shown = ", ".join(unknown[:20]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 20 else "")
+            theirs = ", ".join(model_names[:20]) + (" ..." if len(model_names) > 20 else "")
+            raise ValueError(f"the data's classes {shown} are not classes of the model (it has: {theirs})")
+        index = {n: i for i, n in reversed(list(enumerate(model_names)))}
+        label_map = tuple(index[n] for n in data_names)
+        if len(set(label_map)) != len(label_map):
+            raise ValueError("the data names a class twice: " + ", ".join(sorted(
+                {n for n in data_names if data_names.count(n) > 1})))
+        subset = tuple(sorted(label_map)) if len(label_map) < model_classes else None
+        if label_map == tuple(range(model_classes)):
+            return ClassMatch(None, None, "by name (same order)")
+        return ClassMatch(label_map, subset, "by name" + (f" ({len(label_map)} of {model_classes} classes)"
+                                                          if subset else " (another order)"))
+    if data_classes != model_classes:
+        raise ValueError(
+            f"the data has {data_classes} classes but the model's head has {model_classes} "
+            f"({'the model stores no class names' if not model_names else 'the data has no class names'} "
+            "to match them by); fine-tune it on this data first, or use `vitkit fewshot` for a linear evaluation"
+        )
+    return ClassMatch(None, None, "by index (no class names on " + ("either side)" if not (model_names or data_names)
+                                                                      else "one side)"))
+
+
 def evaluate_accuracy(
     model: nn.Module,
     loader: Iterable,
@@ -54,8 +106,12 @@ def evaluate_accuracy(
     total: int | None = None,
     progress: bool = True,
     flip: bool = False,
+    classes: ClassMatch | None = None,
 ) -> dict[str, Any]:
     """Top-k accuracies over a loader of ``(images, labels)`` batches.
+
+    ``classes`` (:func:`match_classes`): data labels are mapped to the model's indices, and for a
+    subset of the model's classes the prediction is made among that subset.
 
     A k larger than the number of classes is clipped to it (top-5 of a 3-class model is top-3);
     the JSON keys keep the requested name and ``k_used`` records the clip. ``flip=True`` also
@@ -65,15 +121,23 @@ def evaluate_accuracy(
     num_classes = int(model.config.num_classes)
     if num_classes < 1:
         raise ValueError("the model has no classification head (num_classes=0); use `vitkit fewshot` instead")
-    ks = [min(int(k), num_classes) for k in topk]
+    label_map = torch.tensor(classes.label_map) if classes is not None and classes.label_map else None
+    mask = None
+    if classes is not None and classes.subset:
+        mask = torch.full((num_classes,), float("-inf"))
+        mask[list(classes.subset)] = 0.0
+    ks = [min(int(k), num_classes if mask is None else len(classes.subset)) for k in topk]
     views = {"": dict.fromkeys(topk, 0), **({"flip_": dict.fromkeys(topk, 0)} if flip else {})}
     n = 0
     fn = "logits+flip" if flip else "logits"
     for out, labels in _batches(model, loader, fn, precision, device, "eval", total, progress):
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"labels in the data reach {int(labels.max())} but the model has {num_classes} classes"
-            )
+        limit = num_classes if label_map is None else len(label_map)
+        if labels.numel() and (labels.min() < 0 or labels.max() >= limit):
+            raise ValueError(f"labels in the data reach {int(labels.max())} but there are {limit} classes")
+        if label_map is not None:
+            labels = label_map[labels]
+        if mask is not None:
+            out = out + mask
         scores = {"": out[0], "flip_": out.mean(0)} if flip else {"": out}
         for view, logits in scores.items():
             hit = logits.topk(max(ks), dim=-1).indices == labels[:, None]

@@ -69,11 +69,15 @@ def load_for_inference(path: str, image_size: int | None = None) -> Any:
     return model.eval()
 
 
+MODEL_HELP = ("weights: a file or folder of any supported format, a run folder or its checkpoints/step_N.pt, "
+              "an http(s) URL, hf-hub:ORG/NAME[@REV], or a catalogue name (`vitkit models --pretrained`)")
+
+
 def add_common_arguments(p: Any, *, batch_size: int = 64) -> None:
     """--model, --image-size, --batch-size, --precision, --device, --num-workers."""
     from ..perf import PRECISIONS
 
-    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint to load (any supported format)")
+    p.add_argument("--model", required=True, metavar="SOURCE", help=MODEL_HELP)
     p.add_argument("--image-size", type=int, default=None, metavar="R",
                    help="evaluation resolution; position embeddings are resampled (default: the model's)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")

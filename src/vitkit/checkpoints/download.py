@@ -1,0 +1,182 @@
+"""Downloads into vitkit's cache: atomic, resumable, hashed, with an offline switch.
+
+Layout: ``$VITKIT_CACHE`` (default ``~/.cache/vitkit``, or ``$XDG_CACHE_HOME/vitkit``) holds each
+URL's file at ``HOST/PATH`` (``storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz``), so a
+user who downloads by hand knows where to put it. Beside each file, ``FILE.sha256`` records its
+SHA-256 in ``sha256sum`` format; every use re-hashes the file and compares, so later corruption
+of the cache (a truncated copy, an overwritten file) is an error instead of garbage weights.
+
+A download streams into ``FILE.part`` and is renamed into place only once complete (and, when
+the source publishes a hash, once it matches): an interrupted download never leaves a
+complete-looking file; the next call resumes the ``.part`` with an HTTP Range request.
+
+``VITKIT_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``): nothing is downloaded; a missing file is a
+one-line error naming the URL and the path where the file can be put by hand.
+
+Why our own downloader (standard-library ``urllib``): ``huggingface_hub`` only downloads from the
+Hub (it serves the ``hf-hub:`` sources); the official checkpoints live in a Google Cloud Storage
+bucket served over plain HTTPS. Range resume, atomic rename and hash sidecars are ~100 lines of
+``urllib`` and need no further dependency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from .errors import CheckpointError
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+def cache_dir() -> Path:
+    """``$VITKIT_CACHE``, else ``$XDG_CACHE_HOME/vitkit``, else ``~/.cache/vitkit``."""
+    if os.environ.get("VITKIT_CACHE"):
+        return Path(os.environ["VITKIT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vitkit"
+
+
+def _true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def offline() -> bool:
+    """``VITKIT_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` (read at each call, not at import)."""
+    return _true("VITKIT_OFFLINE") or _true("HF_HUB_OFFLINE")
+
+
+def is_url(text: str) -> bool:
+    return str(text).startswith(("http://", "https://"))
+
+
+def cache_path(url: str) -> Path:
+    """Where ``url`` is (or will be) cached: ``CACHE/HOST[_PORT]/PATH`` (query: hashed into the name)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.replace(":", "_") or "local"
+    segs = [urllib.parse.unquote(s) for s in parts.path.split("/") if s]
+    if not segs or any(s in (".", "..") for s in segs):
+        raise CheckpointError(f"{url}: cannot cache a URL without a file name (or with '.' / '..' in its path)")
+    segs = [re.sub(r"[^A-Za-z0-9._+=@,-]", "_", s) for s in segs]
+    if parts.query:
+        stem, dot, ext = segs[-1].rpartition(".")
+        tag = hashlib.sha256(parts.query.encode()).hexdigest()[:12]
+        segs[-1] = f"{stem}-{tag}.{ext}" if dot else f"{segs[-1]}-{tag}"
+    return cache_dir().joinpath(host, *segs)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_sidecar(path: Path, digest: str) -> None:
+    side = _sidecar(path)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(f"{digest}  {path.name}\n")
+    os.replace(tmp, side)
+
+
+def recorded_sha256(path: Path) -> str | None:
+    side = _sidecar(path)
+    if not side.is_file():
+        return None
+    text = side.read_text().split()
+    return text[0].lower() if text and re.fullmatch(r"[0-9a-fA-F]{64}", text[0]) else None
+
+
+def verify_cached(path: Path, expected: str | None = None, url: str | None = None) -> Path:
+    """Re-hash a cached file against its recorded SHA-256 (and ``expected``, when the source
+    publishes one). A file without a record (put there by hand) is hashed and recorded now."""
+    digest = sha256_file(path)
+    want = (expected or recorded_sha256(path) or "").lower()
+    if want and digest != want:
+        where = f" (from {url})" if url else ""
+        raise CheckpointError(
+            f"{path}: SHA-256 {digest} does not match the recorded {want}{where}; the cached file is corrupt: "
+            "delete it (and its .sha256) to download it again"
+        )
+    if recorded_sha256(path) != digest:
+        _write_sidecar(path, digest)
+    return path
+
+
+def _offline_error(url: str, dest: Path) -> CheckpointError:
+    return CheckpointError(
+        f"offline (VITKIT_OFFLINE/HF_HUB_OFFLINE) and not cached: {url} -- download it by hand to {dest}"
+    )
+
+
+def download(url: str, *, sha256: str | None = None, progress: bool = True, dest: Path | None = None) -> Path:
+    """The cached copy of ``url`` (downloaded, or resumed, if missing), verified; returns its path."""
+    dest = Path(dest) if dest is not None else cache_path(url)
+    if dest.is_file():
+        return verify_cached(dest, sha256, url)
+    if offline():
+        raise _offline_error(url, dest)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "vitkit", **({"Range": f"bytes={have}-"} if have else {})})
+    try:
+        resp = urllib.request.urlopen(req, timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the .part is already complete (or longer than the file): start over
+            part.unlink()
+            return download(url, sha256=sha256, progress=progress, dest=dest)
+        raise CheckpointError(f"{url}: HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise CheckpointError(f"{url}: cannot download ({getattr(e, 'reason', e)}); "
+                              f"or put the file by hand at {dest}") from e
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with resp:
+        resumed = have and resp.status == 206
+        if have and not resumed:  # the server ignored the Range header: the body is the whole file
+            have = 0
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        _stream(resp, part, have, total, url, progress)
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise CheckpointError(f"{url}: download interrupted at {size:,} of {total:,} bytes; "
+                              f"run again to resume ({part})")
+    digest = sha256_file(part)
+    if sha256 and digest != sha256.lower():
+        part.unlink()
+        raise CheckpointError(f"{url}: SHA-256 {digest} does not match the published {sha256}; download discarded")
+    _write_sidecar(dest, digest)
+    os.replace(part, dest)
+    return dest
+
+
+def _stream(resp: http.client.HTTPResponse, part: Path, have: int, total: int | None, url: str, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    name = url.rsplit("/", 1)[-1]
+    with open(part, "ab" if have else "wb") as f, tqdm(
+        total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress,
+        leave=False,
+    ) as bar:
+        try:
+            for block in iter(lambda: resp.read(_CHUNK), b""):
+                f.write(block)
+                bar.update(len(block))
+        except (OSError, http.client.HTTPException) as e:  # a dropped connection: keep the .part for a resume
+            f.flush()
+            raise CheckpointError(f"{url}: download interrupted at {f.tell():,} bytes ({e}); "
+                                  f"run again to resume ({part})") from e
+        f.flush()
+        os.fsync(f.fileno())

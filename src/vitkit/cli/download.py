@@ -1,0 +1,40 @@
+"""``vitkit download SOURCE...``: fetch weights into the cache now (a catalogue name, URL or
+``hf-hub:ORG/NAME``) and print where they are, e.g. before going offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch pre-trained weights into the cache (see `vitkit models --pretrained`)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="catalogue name (imagenet21k/ViT-B_16), http(s) URL or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("--check", action="store_true", help="also load each one to check that vitkit reads it")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints.download import recorded_sha256
+    from ..checkpoints.sources import resolve
+
+    rows = []
+    for src in args.sources:
+        r = resolve(src)
+        row = {"source": src, "path": str(r.path), "sha256": recorded_sha256(r.path) if r.path.is_file() else None}
+        if r.entry is not None:
+            row["entry"] = r.entry.as_dict()
+        if args.check:
+            from ..checkpoints import load_model
+
+            cfg = load_model(src).config
+            row["model"] = f"{cfg.name}: {cfg.num_layers} blocks, hidden {cfg.hidden_size}, {cfg.num_heads} heads, " \
+                           f"{cfg.num_classes} classes, {cfg.image_size[0]} px"
+        rows.append(row)
+        if not args.json:
+            print(f"{src} -> {r.path}" + (f"\n  {row['model']}" if "model" in row else ""))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 0
