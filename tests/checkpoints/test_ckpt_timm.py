@@ -1,5 +1,7 @@
 """timm vision_transformer state dicts, against a small re-implementation of timm's forward pass."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from vitkit.checkpoints import CheckpointError
 from vitkit.checkpoints.timm import to_timm_state_dict
 
 TOL = 1e-5
-D, HEADS, MLP, DEPTH, PATCH, GRID = 64, 1, 128, 2, 4, 4  # hidden 64 -> 1 head by timm's 64-dim rule
+D, HEADS, MLP, DEPTH, PATCH, GRID = 64, 1, 128, 2, 4, 4  # a state dict does not store the head count: passed
 
 
 def timm_state(*, class_token=True, fc_norm=False, no_embed_class=False, rep=None, num_classes=5, seed=0):
@@ -89,7 +91,7 @@ def test_timm_import_matches_timm_forward(tmp_path, case, suffix):
     sd = timm_state(**kw)
     path = tmp_path / f"model{suffix}"
     torch.save(sd, path) if suffix == ".pth" else save_file(sd, str(path))
-    m = vitkit.load_model(path, format=None)
+    m = vitkit.load_model(path, format=None, num_heads=HEADS)
     assert m.config.gelu == "exact" and m.config.layer_norm_eps == 1e-6 and m.config.num_heads == HEADS
     assert m.config.norm_after_pool == kw.get("fc_norm", False)
     x = torch.randn(2, 3, GRID * PATCH, GRID * PATCH)
@@ -124,4 +126,43 @@ def test_unsupported_timm_variants_are_refused(tmp_path):
     sd = timm_state(fc_norm=True)  # class token + average pooling
     torch.save(sd, tmp_path / "clsavg.pth")
     with pytest.raises(CheckpointError, match="class token with average pooling"):
-        vitkit.load_model(tmp_path / "clsavg.pth")
+        vitkit.load_model(tmp_path / "clsavg.pth", num_heads=1)
+
+
+def test_bare_state_dict_without_a_head_count_is_refused_never_guessed(tmp_path):
+    # Width 64 would be one head of 64 by the old hidden // 64 rule; nothing in the file says so.
+    torch.save(timm_state(), tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match="does not store its number of heads.*pass num_heads="):
+        vitkit.load_model(tmp_path / "bare.pth")
+
+
+@pytest.mark.parametrize("source", ["architecture", "model_args"])
+def test_timm_config_json_beside_the_weights_gives_the_head_count(tmp_path, source):
+    # vit_base_patch16_gap_224 has 16 heads of 48 (not 768 / 64 = 12); here a width-64 stand-in with 2 heads
+    # named through model_args, or 16 heads of 4 through the architecture table.
+    sd = timm_state(class_token=False, fc_norm=True)
+    heads = 2 if source == "model_args" else 16
+    cfg = {"architecture": "vit_base_patch16_gap_224" if source == "architecture" else "vit_custom",
+           "num_classes": 5, "model_args": {"num_heads": 2} if source == "model_args" else {}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    for src in (tmp_path, tmp_path / "model.safetensors"):  # the folder, or the file with config.json beside it
+        m = vitkit.load_model(src)
+        assert m.config.num_heads == heads
+        x = torch.randn(2, 3, 16, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), timm_forward(sd, x, heads, global_pool="avg"), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_vitkit_timm_export_of_width_96_reads_back(tmp_path, suffix):
+    m = vitkit.create_model("ViT-Ti_16", num_classes=4, image_size=16, patch_size=4, num_layers=2, hidden_size=96,
+                            num_heads=3, mlp_dim=64, class_names=("a", "b", "c", "d"))
+    torch.nn.init.normal_(m.head.weight, std=0.5)
+    with pytest.warns(UserWarning, match="exact GELU"):  # our tanh-GELU model in timm needs act_layer=gelu_tanh
+        vitkit.save_model(m, tmp_path / f"out{suffix}", format="timm")
+    back = vitkit.load_model(tmp_path / f"out{suffix}")
+    assert back.config == m.config
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), m.eval()(x), atol=0, rtol=0)

@@ -231,9 +231,10 @@ def _infer_hf_dict(state: Mapping[str, torch.Tensor], source: str, hints: Mappin
     grid = int(round((pos.shape[1] - 1) ** 0.5))
     if grid * grid != pos.shape[1] - 1:
         raise CheckpointError(f"{source}: position embeddings {_shape(pos)} do not form a square grid")
-    heads = int(hints.get("num_heads", hidden // 64 if hidden % 64 == 0 else 0))
-    if not heads:
-        raise CheckpointError(f"{source}: cannot tell the number of heads of hidden size {hidden}; pass num_heads=")
+    if "num_heads" not in hints:  # no hidden // 64 guess: ViT-H/14 has 16 heads of 80
+        raise CheckpointError(f"{source}: a state dict without config.json does not store its number of heads "
+                              f"(hidden size {hidden}); pass num_heads=")
+    heads = int(hints["num_heads"])
     return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 intermediate_size=int(fc1.shape[0]), patch_size=[int(proj.shape[2]), int(proj.shape[3])],
                 image_size=[grid * int(proj.shape[2]), grid * int(proj.shape[3])], num_channels=int(proj.shape[1]))
