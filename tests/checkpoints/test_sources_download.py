@@ -124,3 +124,37 @@ def test_unknown_names_say_what_a_source_can_be(cache):
         vitkit.load_model("ViT-B/16")
     with pytest.raises(FileNotFoundError, match="not a catalogue name"):
         vitkit.load_model("augreg/Q_16-nonsense")
+
+
+def test_a_complete_part_file_is_restarted_on_http_416(tmp_path, cache):
+    _, st, _ = _files(tmp_path)
+    with FileServer({"/m.safetensors": st}) as srv:
+        url = srv.url + "/m.safetensors"
+        part = cache_path(url).with_name("m.safetensors.part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(st)  # a previous run died between the last byte and the rename
+        vitkit.load_model(url, progress=False)
+        assert [r[1] for r in srv.requests] == [f"bytes={len(st)}-", None]
+    assert cache_path(url).read_bytes() == st
+
+
+def test_concurrent_loads_download_once(tmp_path, cache):
+    import threading
+
+    _, st, _ = _files(tmp_path)
+    with FileServer({"/m.safetensors": st}) as srv:
+        url = srv.url + "/m.safetensors"
+        errors = []
+
+        def load():
+            try:
+                vitkit.load_model(url, progress=False)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(srv.requests) == 1

@@ -1,15 +1,20 @@
 """The official checkpoints of google-research/vision_transformer, by name.
 
-Source: the repository's README (commit c6de1e5, 2024-05-21) and its history, and
-``vit_jax/configs/models.py`` / ``vit_jax/checkpoint.py`` for the AugReg naming. A catalogue name
-is the file's path in the ``gs://vit_models`` bucket without ``.npz``:
+Source: the repository's README (commit c6de1e5, 2024-05-21) and its history, the bucket
+listing printed in ``vit_jax.ipynb`` (``gsutil ls -lh gs://vit_models/imagenet* .../sam``: the
+file names and sizes of the first three groups), and ``vit_jax/configs/models.py`` /
+``vit_jax/checkpoint.py`` for the AugReg naming. A catalogue name is the file's path in the
+``gs://vit_models`` bucket without ``.npz``:
 
 - ``imagenet21k/ViT-B_16``: pre-trained on ImageNet-21k (the paper's checkpoints; 224 px, with the
   21,843-class head and the representation layer). The README lists no accuracy for these files;
   its "Expected ViT results" table (vit_jax fine-tuning of them, dropout 0.0 / 0.1) goes in ``note``.
 - ``imagenet21k+imagenet2012/ViT-B_16`` (384 px) and ``...-224`` (224 px): fine-tuned on
   ImageNet-2012. The README published top-1 only for the two 224 px files (81.2% / 82.7%, README
-  of 2020-10-29 to 2021-06); the 384 px files have none.
+  of 2020-10-29 to 2021-06); the others have none (and ViT-B_8's resolution is not published:
+  ``resolution`` None, the file's position embeddings tell it when loaded).
+- ``sam/ViT-B_16``: trained on ImageNet-2012 with the SAM optimiser (224 px; no accuracy in the
+  README). The ``gsam`` files are not listed anywhere in the repository, so they are not here.
 - ``augreg/<filename>``: the AugReg collection ("How to train your ViT?"). Its full list lives in
   ``gs://vit_models/augreg/index.csv``, which is not reachable from here, so this table holds the
   README's recommended checkpoints (pre-trained and fine-tuned at 384 px, with the README's
@@ -38,11 +43,12 @@ I21K, I1K = "imagenet21k", "imagenet2012"
 class Entry:
     name: str  # catalogue name: bucket path without .npz
     model: str  # vitkit / vit_jax model config name
-    resolution: int
+    resolution: int | None
     pretrain: str
     finetune: str | None
     accuracy: float | None  # published ImageNet-2012 top-1 (%) of this file, where the README gives one
     note: str = ""
+    size_mib: float | None = None  # from the bucket listing in vit_jax.ipynb
     listed: bool = True  # False: accepted through the AugReg naming scheme, not in the README
 
     @property
@@ -62,8 +68,13 @@ _EXPECTED = {
     "ViT-L_16": "cifar10 99.13/99.14%, cifar100 92.91/93.22%, imagenet2012 84.47/85.05%",
     "ViT-L_32": "cifar10 99.06/99.09%, cifar100 93.29/93.34%, imagenet2012 81.89/81.13%",
 }
-_ORIGINAL = ("ViT-B_16", "ViT-B_32", "ViT-L_16", "ViT-L_32", "ViT-H_14", "R50+ViT-B_16")
-_FT224 = {"ViT-B_16": 81.2, "ViT-L_16": 82.7}
+# The bucket listing in vit_jax.ipynb: file (without .npz) -> size in MiB (its GiB figures converted).
+_I21K = {"R26+ViT-B_32": 450.23, "R50+ViT-B_16": 439.85, "R50+ViT-L_32": 1341.4, "ViT-B_16": 393.69,
+         "ViT-B_32": 400.01, "ViT-B_8": 393.72, "ViT-H_14": 2519.0, "ViT-L_16": 1249.3, "ViT-L_32": 1259.5}
+_I21K_I1K = {"R50+ViT-B_16": 377.57, "ViT-B_16-224": 330.29, "ViT-B_16": 331.4, "ViT-B_32": 336.89,
+             "ViT-B_8": 334.78, "ViT-L_16-224": 1157.1, "ViT-L_16": 1167.4, "ViT-L_32": 1167.4}
+_SAM = {"ViT-B_16": 330.3, "ViT-B_32": 336.61, "ViT-L_16": 1157.1, "ViT-L_32": 1167.4, "ViT-S_16": 252.57}
+_FT224 = {"ViT-B_16-224": 81.2, "ViT-L_16-224": 82.7}
 
 # README "Available ViT models": the recommended AugReg checkpoints. (model, pre-training file
 # without .npz, fine-tuning learning rate of the 384 px ImageNet file, its top-1 %, size of the
@@ -100,18 +111,23 @@ def _build() -> dict[str, Entry]:
     def add(e: Entry) -> None:
         out[e.name] = e
 
-    for m in _ORIGINAL:
+    for m, mib in _I21K.items():
         note = ("README 'Expected ViT results' for fine-tuning this checkpoint with vit_jax "
                 f"(dropout 0.0/0.1): {_EXPECTED[m]}") if m in _EXPECTED else "no published result"
-        add(Entry(f"{I21K}/{m}", m, 224, I21K, None, None, note))
-        if m != "ViT-H_14":
-            add(Entry(f"{I21K}+{I1K}/{m}", m, 384, I21K, I1K, None, "the README gives no top-1 for this file"))
-    for m, acc in _FT224.items():
-        add(Entry(f"{I21K}+{I1K}/{m}-224", m, 224, I21K, I1K, acc, "top-1 from the README of 2020-10-29"))
+        add(Entry(f"{I21K}/{m}", m, 224, I21K, None, None, note, mib))
+    for f, mib in _I21K_I1K.items():
+        model = f.removesuffix("-224")
+        res = 224 if f.endswith("-224") else None if model == "ViT-B_8" else 384
+        acc = _FT224.get(f)
+        note = "top-1 from the README of 2020-10-29" if acc else "the README gives no top-1 for this file"
+        add(Entry(f"{I21K}+{I1K}/{f}", model, res, I21K, I1K, acc, note, mib))
+    for m, mib in _SAM.items():
+        add(Entry(f"sam/{m}", m, 224, "imagenet2012 (SAM)", None, None, "the README gives no top-1 for this file",
+                  mib))
     for short, up, lr, acc, mib, ips in _AUGREG:
         model = _AUGREG_MODELS[short]
         add(Entry(f"augreg/{up}", model, 224, I21K, None, None,
-                  f"README recommended AugReg checkpoint ({mib} MiB); fine-tuned: ...res_384 (top-1 {acc}%)"))
+                  f"README recommended AugReg checkpoint; fine-tuned: ...res_384 (top-1 {acc}%)", mib))
         add(Entry(f"augreg/{up}--{I1K}-steps_20k-lr_{lr}-res_384", model, 384, I21K, I1K, acc,
                   f"README recommended AugReg fine-tuning; {ips} img/s in the README"))
     return out
@@ -162,4 +178,4 @@ def default_for_model(model: str) -> Entry | None:
 
 
 def looks_like_catalogue_name(text: str) -> bool:
-    return str(text).startswith(("imagenet21k/", "imagenet21k+imagenet2012/", "augreg/", "gs://vit_models/"))
+    return str(text).startswith(("imagenet21k/", "imagenet21k+imagenet2012/", "augreg/", "sam/", "gs://vit_models/"))

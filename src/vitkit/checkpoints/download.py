@@ -122,12 +122,27 @@ def _offline_error(url: str, dest: Path) -> CheckpointError:
 
 
 def download(url: str, *, sha256: str | None = None, progress: bool = True, dest: Path | None = None) -> Path:
-    """The cached copy of ``url`` (downloaded, or resumed, if missing), verified; returns its path."""
+    """The cached copy of ``url`` (downloaded, or resumed, if missing), verified; returns its path.
+
+    Processes that want the same file (every rank of ``torchrun ... model.init=URL``) take turns
+    through a lock file: one downloads, the others then find the file complete.
+    """
+    from filelock import FileLock
+
     dest = Path(dest) if dest is not None else cache_path(url)
     if dest.is_file():
         return verify_cached(dest, sha256, url)
     if offline():
         raise _offline_error(url, dest)
+    locks = cache_dir() / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / (hashlib.sha256(str(dest).encode()).hexdigest()[:32] + ".lock"))):
+        if dest.is_file():  # another process finished it while this one waited
+            return verify_cached(dest, sha256, url)
+        return _download(url, sha256, progress, dest)
+
+
+def _download(url: str, sha256: str | None, progress: bool, dest: Path) -> Path:
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "vitkit", **({"Range": f"bytes={have}-"} if have else {})})
@@ -136,7 +151,7 @@ def download(url: str, *, sha256: str | None = None, progress: bool = True, dest
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the .part is already complete (or longer than the file): start over
             part.unlink()
-            return download(url, sha256=sha256, progress=progress, dest=dest)
+            return _download(url, sha256, progress, dest)
         raise CheckpointError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
         raise CheckpointError(f"{url}: cannot download ({getattr(e, 'reason', e)}); "

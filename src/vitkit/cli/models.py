@@ -32,10 +32,10 @@ def _pretrained(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     # The name last: AugReg names are ~110 characters long.
-    print(f"{'model':<13}{'res':>4}  {'pre-training':<13}{'fine-tuning':<13}{'top-1':>7} {'cached':<7}name")
+    print(f"{'model':<13}{'res':>4}  {'pre-training':<19}{'fine-tuning':<13}{'top-1':>7} {'cached':<7}name")
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}%"
-        print(f"{r['model']:<13}{r['resolution']:>4}  {r['pretrain']:<13}{r['finetune'] or '-':<13}{acc:>7} "
+        print(f"{r['model']:<13}{r['resolution'] or '?':>4}  {r['pretrain']:<19}{r['finetune'] or '-':<13}{acc:>7} "
               f"{'yes' if r['cached'] else '-':<7}{r['name']}")
     print(f"{len(rows)} checkpoints; top-1: ImageNet-2012 as published in google-research/vision_transformer's "
           "README. Other AugReg files: augreg/<file name> (naming scheme). Cache: "
