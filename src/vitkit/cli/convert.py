@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     arch = (f"{cfg.name}: {cfg.num_layers} blocks, hidden {cfg.hidden_size}, {cfg.num_heads} heads, "
             f"classifier {cfg.classifier}, {cfg.num_classes} classes, {cfg.image_size[0]}x{cfg.image_size[1]} px"
             if cfg.transformer else f"{cfg.name}: ResNet {cfg.resnet.num_layers}, {cfg.num_classes} classes")
-    print(f"read    {src} ({src_fmt.name})")
+    print(f"read    {args.src} ({src_fmt.name})")
     if overrides:
         print("adapted " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
     print(f"model   {arch}; {sum(p.numel() for p in model.parameters()):,} parameters")
