@@ -101,6 +101,8 @@ def fidelity(tmp: Path) -> dict[str, Any]:
         for p in t.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     save_file({k: v.contiguous() for k, v in t.state_dict().items()}, str(tmp / "timm.safetensors"))
+    # A state dict does not store the head count: the timm config.json beside it names the architecture.
+    (tmp / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_224", "num_classes": 1000}))
     ours = vitkit.load_model(tmp / "timm.safetensors").eval()
     with torch.no_grad():
         xt = torch.randn(4, 3, 224, 224)

@@ -52,3 +52,10 @@ def test_default_for_create_model_pretrained_true(model, want):
 
 def test_names_are_unique_and_stable():
     assert len(CATALOGUE) == len({e.name for e in list_entries()})
+
+
+def test_vit_finetune_preset_names_a_catalogue_checkpoint():
+    from vitkit.train.presets import get_preset
+
+    init = get_preset("vit_finetune").model.init
+    assert lookup(init).name == "imagenet21k/ViT-B_16" and lookup(init).model == get_preset("vit_finetune").model.name

@@ -3,7 +3,7 @@
 Examples::
 
     vitkit train --preset cifar10_cpu --out runs/c10 data.train=wds:... data.test=wds:...
-    vitkit train --preset vit_finetune --out runs/ft model.init=ViT-B_16.npz optim.lr=0.003
+    vitkit train --preset vit_finetune --out runs/ft model.init=imagenet21k/ViT-B_16 optim.lr=0.003
     vitkit train --out runs/c10 --resume
     torchrun --nproc_per_node=2 -m vitkit.cli.main train --preset default --out runs/ddp
 """

@@ -2,7 +2,7 @@
 
 Each preset is a small function returning a :class:`TrainConfig`; its docstring states what it
 reproduces, the expected result and the cost. Change any field on the command line:
-``vitkit train --preset vit_finetune --out runs/ft model.init=ViT-B_16.npz optim.lr=0.003``.
+``vitkit train --preset vit_finetune --out runs/ft model.init=imagenet21k/ViT-B_16 optim.lr=0.003``.
 Data paths in the presets are placeholders to override with ``data.train=... data.test=...``.
 """
 
@@ -78,14 +78,17 @@ def vit_finetune() -> TrainConfig:
     500 warm-up steps then cosine decay, 384 px, a fresh zero-initialised head.
 
     Pick ``optim.lr`` from {0.001, 0.003, 0.01, 0.03} on a held-out split; 10k steps for
-    CIFAR (``schedule.steps=10000``, the default here) and 20k for ImageNet. Set
-    ``model.init=PATH`` to the pre-trained checkpoint (any format ``load_model`` reads, at any
-    resolution: the position embeddings are interpolated in 2D).
+    CIFAR (``schedule.steps=10000``, the default here) and 20k for ImageNet. ``model.init``
+    expects the catalogue name ``imagenet21k/ViT-B_16`` (the paper's ImageNet-21k ViT-B/16,
+    ``gs://vit_models/imagenet21k/ViT-B_16.npz``, 394 MiB, downloaded once into ``$VITKIT_CACHE``;
+    ``vitkit models --pretrained`` lists the others); any source ``load_model`` reads works
+    (a local ``.npz``, a URL, ``hf-hub:...``, a run folder), at any resolution: the position
+    embeddings are interpolated in 2D.
     Expected: ViT-B/16 (ImageNet-21k) -> CIFAR-10 98.1%, ImageNet 84.0% (paper Table 5 / 9).
     Cost: ViT-B/16 at 384 px, 10k steps x 512 images: about a day on one modern GPU.
     """
     return TrainConfig(
-        model=ModelConfig(name="ViT-B_16", init="ViT-B_16.npz"),
+        model=ModelConfig(name="ViT-B_16", init="imagenet21k/ViT-B_16"),
         data=DataConfig(train="cifar:cifar-10-batches-py", image_size=384, batch_size=512, micro_batch_size=64,
                         crop_area=(0.05, 1.0), flip=True, eval_resize="resize"),
         optim=OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=0.0, clip_norm=1.0),
