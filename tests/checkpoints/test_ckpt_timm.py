@@ -166,3 +166,12 @@ def test_vitkit_timm_export_of_width_96_reads_back(tmp_path, suffix):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(back(x), m.eval()(x), atol=0, rtol=0)
+
+
+def test_config_pooling_that_the_tensors_cannot_show_is_refused(tmp_path):
+    # A class token, no fc_norm, but global_pool='avg': read as token pooling it would give other logits.
+    save_file(timm_state(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_x", "model_args": {
+        "num_heads": 1, "global_pool": "avg", "fc_norm": False}}))
+    with pytest.raises(CheckpointError, match="global_pool='avg'"):
+        vitkit.load_model(tmp_path)

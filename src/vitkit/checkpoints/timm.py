@@ -147,6 +147,12 @@ def timm_state_to_model(
             f"{source}: a class token with average pooling (fc_norm) has no vitkit equivalent "
             "(vitkit's gap mode has no class token)"
         )
+    tc = timm_config or {}
+    pool = (tc.get("model_args") or {}).get("global_pool", tc.get("global_pool"))
+    if pool not in (None, "", "token" if has_cls else "avg"):
+        # e.g. a class token with global_pool='avg', fc_norm=False: the tensors alone would read as token pooling
+        raise CheckpointError(f"{source}: config.json says global_pool={pool!r}, which vitkit cannot compute for a "
+                              f"model {'with' if has_cls else 'without'} a class token")
     if has_fc_norm:
         for leaf in ("weight", "bias"):
             ours[f"norm.{leaf}"] = ours.pop(f"fc_norm.{leaf}")
@@ -306,7 +312,8 @@ def timm_config_dict(cfg: ViTConfig) -> dict[str, Any]:
     )
     pre = {"input_size": [cfg.in_chans, *cfg.image_size], "mean": list(cfg.mean), "std": list(cfg.std),
            "num_classes": cfg.num_classes}
-    out = {"architecture": "vit_" + re.sub(r"[^a-z0-9]+", "_", cfg.name.lower()).strip("_"),
+    # Not a timm-registered name (model_args carry the shape); vitkit reads vitkit_config back.
+    out = {"architecture": "vitkit_" + re.sub(r"[^a-z0-9]+", "_", cfg.name.lower()).strip("_"),
            "num_classes": cfg.num_classes, "num_features": cfg.hidden_size, "model_args": args,
            "pretrained_cfg": pre, "vitkit_config": json.loads(cfg.to_json())}
     if cfg.class_names:
