@@ -17,6 +17,7 @@ class FileServer:
         self.requests: list[tuple[str, str | None]] = []
         self.cut_next = 0
         self.ignore_range = False
+        self.headers: dict[str, str] = {}  # extra response headers (x-goog-hash)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +41,8 @@ class FileServer:
                 chunk = body[start:]
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(chunk)))
+                for k, v in server.headers.items():
+                    self.send_header(k, v)
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()

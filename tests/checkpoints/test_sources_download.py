@@ -158,3 +158,22 @@ def test_concurrent_loads_download_once(tmp_path, cache):
         for t in threads:
             t.join()
         assert not errors and len(srv.requests) == 1
+
+
+def test_the_md5_a_gcs_bucket_publishes_is_checked(tmp_path, cache):
+    import base64
+
+    _, st, _ = _files(tmp_path)
+    good = base64.b64encode(hashlib.md5(st).digest()).decode()
+    with FileServer({"/a.safetensors": st, "/b.safetensors": st}) as srv:
+        srv.headers = {"x-goog-hash": f"crc32c=AAAAAA==, md5={good}"}
+        srv.cut_next = 1  # also across a resume
+        with pytest.raises(CheckpointError, match="interrupted"):
+            vitkit.load_model(srv.url + "/a.safetensors", progress=False)
+        vitkit.load_model(srv.url + "/a.safetensors", progress=False)
+        srv.headers = {"x-goog-hash": "crc32c=AAAAAA==,md5=" + base64.b64encode(b"0" * 16).decode()}
+        with pytest.raises(CheckpointError, match="MD5 .* does not match .*x-goog-hash"):
+            vitkit.load_model(srv.url + "/b.safetensors", progress=False)
+    assert cache_path(srv.url + "/a.safetensors").is_file()
+    bad = cache_path(srv.url + "/b.safetensors")
+    assert not bad.exists() and not bad.with_name(bad.name + ".part").exists()

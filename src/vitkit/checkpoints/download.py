@@ -11,7 +11,9 @@ the source publishes a hash, once it matches): an interrupted download never lea
 complete-looking file; the next call resumes the ``.part`` with an HTTP Range request.
 
 ``VITKIT_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``): nothing is downloaded; a missing file is a
-one-line error naming the URL and the path where the file can be put by hand.
+one-line error naming the URL and the path where the file can be put by hand. A published hash
+is checked: the MD5 that Google Cloud Storage sends in ``x-goog-hash`` (the official bucket), and
+a SHA-256 given by the caller (the Hub's LFS hash goes through :mod:`huggingface_hub`).
 
 Why our own downloader (standard-library ``urllib``): ``huggingface_hub`` only downloads from the
 Hub (it serves the ``hf-hub:`` sources); the official checkpoints live in a Google Cloud Storage
@@ -158,6 +160,7 @@ def _download(url: str, sha256: str | None, progress: bool, dest: Path) -> Path:
                               f"or put the file by hand at {dest}") from e
     dest.parent.mkdir(parents=True, exist_ok=True)
     with resp:
+        published_md5 = _goog_md5(resp.headers.get_all("x-goog-hash") or [])
         resumed = have and resp.status == 206
         if have and not resumed:  # the server ignored the Range header: the body is the whole file
             have = 0
@@ -168,13 +171,44 @@ def _download(url: str, sha256: str | None, progress: bool, dest: Path) -> Path:
     if total is not None and size != total:
         raise CheckpointError(f"{url}: download interrupted at {size:,} of {total:,} bytes; "
                               f"run again to resume ({part})")
-    digest = sha256_file(part)
+    digest, md5 = _digests(part)
     if sha256 and digest != sha256.lower():
         part.unlink()
         raise CheckpointError(f"{url}: SHA-256 {digest} does not match the published {sha256}; download discarded")
+    if published_md5 and md5 != published_md5:
+        part.unlink()
+        raise CheckpointError(f"{url}: MD5 {md5} does not match the {published_md5} the server publishes "
+                              "(x-goog-hash); download discarded")
     _write_sidecar(dest, digest)
     os.replace(part, dest)
     return dest
+
+
+def _goog_md5(values: list[str]) -> str | None:
+    """The object's MD5 (hex) from Google Cloud Storage's ``x-goog-hash: crc32c=..., md5=...`` header
+    (the stored object's hash, also on Range responses; composite objects publish crc32c only)."""
+    import base64
+    import binascii
+
+    for v in values:
+        for part in v.split(","):
+            key, _, val = part.strip().partition("=")
+            if key == "md5":
+                try:
+                    return base64.b64decode(val).hex()
+                except (binascii.Error, ValueError):
+                    return None
+    return None
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """SHA-256 (recorded) and MD5 (what the bucket publishes) in one pass."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
 
 
 def _stream(resp: http.client.HTTPResponse, part: Path, have: int, total: int | None, url: str, progress: bool) -> None:
