@@ -171,7 +171,7 @@ def _download(url: str, sha256: str | None, progress: bool, dest: Path) -> Path:
     if total is not None and size != total:
         raise CheckpointError(f"{url}: download interrupted at {size:,} of {total:,} bytes; "
                               f"run again to resume ({part})")
-    digest, md5 = _digests(part)
+    digest, md5 = _digests(part) if published_md5 else (sha256_file(part), None)
     if sha256 and digest != sha256.lower():
         part.unlink()
         raise CheckpointError(f"{url}: SHA-256 {digest} does not match the published {sha256}; download discarded")
@@ -202,7 +202,8 @@ def _goog_md5(values: list[str]) -> str | None:
 
 
 def _digests(path: Path) -> tuple[str, str]:
-    """SHA-256 (recorded) and MD5 (what the bucket publishes) in one pass."""
+    """SHA-256 (recorded) and MD5 (what the bucket publishes) in one pass (135 vs 457 MiB/s for the
+    SHA-256 alone on the project's machine, so only when the server publishes an MD5)."""
     sha, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
