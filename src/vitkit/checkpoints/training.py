@@ -55,8 +55,9 @@ def read_training_checkpoint(path: str | os.PathLike[str], **hints: Any) -> nn.M
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: 'model' is a {type(state).__name__}, not a state dict")
     model = build_model(cfg)
-    check_state_dict(str(path), model.state_dict(), state)
-    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=True)
+    ours = model.state_dict()
+    check_state_dict(str(path), ours, state)
+    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()}, strict=True)
     if hints:
         from .api import adapt_model
 
