@@ -135,10 +135,10 @@ def _infer_resnet(arrays: Mapping[str, np.ndarray], source: str) -> ResNetConfig
         return None
     root = _need(arrays, "conv_root/kernel", source, 4)
     width = root.shape[3]
-    if width % 64:
+    if width < 32 or width % 32:
         raise CheckpointError(
-            f"{source}: conv_root/kernel {_shape(root)} has {width} output channels; vitkit supports ResNet "
-            "widths that are multiples of 64 (integer width factors)"
+            f"{source}: conv_root/kernel {_shape(root)} has {width} output channels; the official ResNet's "
+            "32-group GroupNorms need a positive multiple of 32"
         )
     units: dict[int, set[int]] = {}
     for k in arrays:
@@ -154,7 +154,8 @@ def _infer_resnet(arrays: Mapping[str, np.ndarray], source: str) -> ResNetConfig
         if u != list(range(1, len(u) + 1)):
             raise CheckpointError(f"{source}: block{s} has units {u}, not numbered unit1..unitN")
         layers.append(len(u))
-    return ResNetConfig(num_layers=tuple(layers), width_factor=width // 64)
+    # width / 64 is exact in binary floating point, so the official int(64 * width_factor) gives `width` back
+    return ResNetConfig(num_layers=tuple(layers), width_factor=width / 64)
 
 
 def _known_name(cfg: ViTConfig) -> str:

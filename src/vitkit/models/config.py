@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +28,20 @@ class ResNetConfig:
     """
 
     num_layers: tuple[int, ...] = (3, 4, 9)
-    width_factor: int = 1
+    # Any positive float, as the official ``int(64 * width_factor)`` (0.5 -> 32 channels); integral values are
+    # kept as int so configs written before read back equal.
+    width_factor: int | float = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_layers", tuple(int(n) for n in self.num_layers))
-        if self.width_factor < 1:
-            raise ValueError(f"resnet.width_factor must be >= 1, got {self.width_factor}")
+        wf = self.width_factor
+        if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not math.isfinite(wf) or wf <= 0:
+            raise ValueError(f"resnet.width_factor must be a positive number, got {wf!r}")
+        object.__setattr__(self, "width_factor", int(wf) if float(wf).is_integer() else float(wf))
+        if self.width < 32 or self.width % 32:
+            # every ResNet GroupNorm has 32 groups (Flax's default), which must divide the channels
+            raise ValueError(f"resnet.width_factor {wf} gives int(64 * {wf}) = {self.width} root channels; the "
+                             "32-group GroupNorms need a positive multiple of 32 (width_factor 0.5, 1, 1.5, ...)")
         if any(n < 1 for n in self.num_layers):
             raise ValueError(f"resnet.num_layers must be positive, got {self.num_layers}")
 
