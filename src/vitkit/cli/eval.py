@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     size = int(cfg.image_size[0]) if args.image_size is None else args.image_size
     loader, info, batches = open_loader(
         args.data, cfg, split=args.split, image_size=size, batch_size=args.batch_size, limit=args.limit,
-        num_workers=args.num_workers,
+        num_workers=args.num_workers, preprocess=args.preprocess,
     )
     if cfg.num_classes < 1:
         raise ValueError(f"{args.model}: the model has no classification head; use `vitkit fewshot` instead")
@@ -44,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate_accuracy(model, loader, precision=args.precision, device=args.device, total=batches,
                             flip=args.flip, classes=classes)
     res.update({"model": str(args.model), "data": args.data, "split": args.split, "image_size": size,
-                "precision": args.precision, "loader": loader_stats(loader),
+                "precision": args.precision, "preprocess": loader.preprocess, "loader": loader_stats(loader),
                 "classes": classes.as_dict(cfg.num_classes)})
     report_skipped(res["loader"], args.data)
     print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
-          f"({res['num_examples']} images at {size}x{size})")
+          f"({res['num_examples']} images at {size}x{size}, preprocessing {loader.preprocess})")
     if args.flip:
         print(f"flip-averaged: top-1 {100 * res['flip_top1']:.2f}%  top-5 {100 * res['flip_top5']:.2f}%")
     if classes.label_map is not None:

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_for_inference(args.model, args.image_size)
     cfg = model.config
     size = int(cfg.image_size[0]) if args.image_size is None else args.image_size
-    common = {"image_size": size, "batch_size": args.batch_size, "num_workers": args.num_workers}
+    common = {"image_size": size, "batch_size": args.batch_size, "num_workers": args.num_workers,
+              "preprocess": args.preprocess}
     t0 = time.perf_counter()
     tr_loader, tr_info, tr_batches = open_loader(args.train, cfg, split=args.train_split, limit=args.train_limit,
                                                  **common)
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     res = {
         "model": str(args.model), "train": args.train, "test": args.test, "image_size": size,
+        "preprocess": te_loader.preprocess,
         "feature_dim": int(xtr.shape[1]), "num_classes": num_classes,
         "num_train": int(len(ytr)), "num_test": int(len(yte)), "l2_reg": args.l2_reg,
         "seeds": list(range(args.seeds)),

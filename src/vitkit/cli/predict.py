@@ -10,7 +10,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..evaluate.data import MODEL_HELP
+    from ..evaluate.data import MODEL_HELP, add_preprocess_argument
     from ..perf import PRECISIONS
 
     p = sub.add_parser("predict", help="classify image files, folders or a data spec")
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N examples of a data spec")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="inference precision (default auto)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_preprocess_argument(p)
     p.set_defaults(func=run)
 
 
@@ -39,6 +40,7 @@ def _top(probs: Any, k: int, names: tuple[str, ...] | None) -> list[dict[str, An
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import find_images, load_images, predict_probabilities
     from ..evaluate.data import check_batch_size, is_data_spec, load_for_inference, open_loader
+    from ..evaluate.images import resolve_preprocess
 
     check_batch_size(args.batch_size)
     if args.top_k < 1:
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{args.model} stores no class names; classes are shown as indices 0..{cfg.num_classes - 1}")
     k = min(args.top_k, cfg.num_classes)
     size = tuple(int(s) for s in cfg.image_size)
+    preprocess = resolve_preprocess(args.preprocess, cfg.mean, cfg.std, cfg.in_chans)
     from ..perf import inference_model
 
     net = inference_model(model.to(args.device), args.precision)  # prepared once for all batches
@@ -67,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     for start in range(0, len(found.paths), args.batch_size):
         chunk = found.paths[start : start + args.batch_size]
-        x, ok, bad = load_images(chunk, size, cfg.mean, cfg.std, cfg.in_chans)
+        x, ok, bad = load_images(chunk, size, cfg.mean, cfg.std, cfg.in_chans, preprocess=preprocess)
         skipped.extend(bad)
         if len(ok):
             probs = predict_probabilities(net, x, **kw)
             results.extend({"image": str(p), "top_k": _top(pr, k, names)} for p, pr in zip(ok, probs))
     for spec in specs:
         loader, info, _ = open_loader(spec, cfg, split=args.split, image_size=size[0], batch_size=args.batch_size,
-                                      limit=args.limit)
+                                      limit=args.limit, preprocess=preprocess)
         data_names = getattr(info, "class_names", None)
         i = 0
         for x, y in loader:
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         raise ValueError("no image could be read" + (f" ({len(skipped)} skipped)" if skipped else ""))
     if args.json:
-        print(json.dumps({"model": str(args.model), "predictions": results, "skipped": [
+        print(json.dumps({"model": str(args.model), "preprocess": preprocess, "predictions": results, "skipped": [
             {"image": p, "reason": r} for p, r in skipped], "notes": notes}, indent=1))
     else:
         for n in notes:

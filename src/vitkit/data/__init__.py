@@ -11,12 +11,13 @@ Specs: ``digits``, ``folder:PATH``, ``mnist:PATH``, ``cifar:PATH``, ``wds:PATTER
 
 from .loader import Loader, LoaderStats, build_loader
 from .mixup import Mixup, smooth_one_hot
+from .preprocess import IMAGE_SUFFIXES, PREPROCESSINGS, default_preprocess
 from .sources import DatasetInfo, RestrictedUnpickler, dataset_info, parse_spec, safe_load_pickle, validate_dataset
 from .transforms import MAX_IMAGE_PIXELS, Preprocess, decode_image, randaugment
 from .wds import write_wds_shards
 
 __all__ = [
-    "MAX_IMAGE_PIXELS", "DatasetInfo", "Loader", "LoaderStats", "Mixup", "Preprocess", "RestrictedUnpickler",
-    "build_loader", "dataset_info", "decode_image", "parse_spec", "randaugment", "safe_load_pickle",
-    "smooth_one_hot", "validate_dataset", "write_wds_shards",
+    "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "PREPROCESSINGS", "DatasetInfo", "Loader", "LoaderStats", "Mixup",
+    "Preprocess", "RestrictedUnpickler", "build_loader", "dataset_info", "decode_image", "default_preprocess",
+    "parse_spec", "randaugment", "safe_load_pickle", "smooth_one_hot", "validate_dataset", "write_wds_shards",
 ]

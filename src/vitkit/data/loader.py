@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
+from .preprocess import default_preprocess
 from .sources import DecodedSource, MapSource, check_labels, open_map_source, parse_spec
 from .transforms import MAX_IMAGE_PIXELS, BadImage, Preprocess, sample_rng
 from .wds import IMAGE_EXTS, WdsSource, iter_shard, parse_label, resolve_wds, shuffle_buffer, stream_shards
@@ -447,6 +448,11 @@ class Loader:
     def epoch(self) -> int:
         return self._epoch
 
+    @property
+    def preprocess(self) -> str | None:
+        """The evaluation preprocessing that ran (None for a training loader: Pillow augmentation)."""
+        return None if self.pre.train else self.pre.preprocess
+
     # -- state ------------------------------------------------------------------------------------------------------
     def _fresh_stream_state(self) -> dict[str, Any]:
         return {"first": 0, "pos": [0] * self.num_streams, "done": [False] * self.num_streams}
@@ -577,7 +583,8 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
                  flip: bool = True, shuffle_buffer: int = 2000, drop_last: bool | None = None,
                  limit: int | None = None, shuffle: bool | None = None, num_classes: int | None = None,
                  require_all_classes: bool = True, streams: int | None = None, prefetch: int = 2,
-                 max_image_pixels: int = MAX_IMAGE_PIXELS, pin_memory: bool = False) -> Loader:
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, pin_memory: bool = False,
+                 preprocess: str | None = None) -> Loader:
     """A deterministic, resumable loader of normalised NCHW float32 batches and int64 labels.
 
     ``train`` picks the augmentation (random crop + flip [+ RandAugment]) and, unless ``shuffle``/``drop_last`` say
@@ -586,7 +593,9 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
     range, declared classes without examples -> ValueError). ``pin_memory`` hands out page-locked batches, for
     asynchronous copies to a GPU. ``streams`` sets the number of independent shard
     streams of a ``wds:`` source (default: one per worker). ``limit`` caps the number of samples (a fixed random
-    subset for map-style sources; per-rank share for streams).
+    subset for map-style sources; per-rank share for streams). ``preprocess`` names the evaluation preprocessing
+    (:data:`vitkit.data.preprocess.PREPROCESSINGS`; None: :func:`~vitkit.data.preprocess.default_preprocess` of
+    ``mean``/``std``); it is ``loader.preprocess``.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -606,8 +615,11 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
         raise ValueError(f"image_size must be positive, got {image_size}")
     shuffle = train if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
+    if preprocess is None:
+        preprocess = default_preprocess(mean, std, in_chans, eval_resize)
     pre = Preprocess(train=train, image_size=size, in_chans=in_chans, eval_resize=eval_resize,
-                     randaugment=randaugment, crop_area=crop_area, flip=flip, max_pixels=max_image_pixels)
+                     randaugment=randaugment, crop_area=crop_area, flip=flip, max_pixels=max_image_pixels,
+                     preprocess=preprocess)
     collate = _Collate(tuple(mean), tuple(std), size, in_chans)
     p = parse_spec(spec)
     where = f"data {spec!r} split {split!r}"

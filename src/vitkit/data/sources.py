@@ -40,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+from .preprocess import IMAGE_SUFFIXES
+
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the one list (vitkit.data.preprocess); this name is kept for callers
 DIGITS_SPLIT_SEED = 20201022  # the paper's arXiv date; any fixed value works, this one is documented
 DIGITS_TEST_FRACTION = 0.2
 KINDS = ("digits", "folder", "mnist", "cifar", "wds")

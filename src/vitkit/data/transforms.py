@@ -3,11 +3,13 @@
 Train: Inception-style crop (``tf.image.sample_distorted_bounding_box`` with area 5%-100% and TF's defaults: aspect
 0.75-1.33, 100 attempts, whole image as fallback; see :func:`inception_crop_box`) resized to the training size,
 horizontal flip with p=0.5, optional RandAugment.
-Eval: plain resize to the size (the official fine-tuning evaluation), or resize so the crop is 87.5% of the image
-and take the centre crop. The plain resize reproduces ``tf.image.resize`` (bilinear, half-pixel centres, no
-anti-aliasing, float result not rounded to uint8) so a checkpoint is evaluated on the official pipeline's pixels.
-Training crops and the centre-crop evaluation use Pillow's bilinear resize (uint8; when downsizing Pillow filters
-with a wider, anti-aliasing kernel; upsizing is the same interpolation as TF's up to the uint8 rounding).
+Eval: the named preprocessing of :mod:`vitkit.data.preprocess` (``vit_jax``, ``big_vision``, ``big_vision_precise``:
+TensorFlow's decode and resize exactly; ``pil``: Pillow's decode and the mode conversions below). Under ``pil``:
+plain resize to the size with TF's bilinear resize (:func:`~vitkit.data.preprocess.tf_resize_float32`, the official
+fine-tuning evaluation's resize: half-pixel centres, no anti-aliasing, float result not rounded to uint8), or resize
+so the crop is 87.5% of the image and take the centre crop. Training crops and the centre-crop evaluation use
+Pillow's bilinear resize (uint8; when downsizing Pillow filters with a wider, anti-aliasing kernel; upsizing is the
+same interpolation as TF's up to the uint8 rounding).
 
 Every random decision takes an explicit ``random.Random`` made by :func:`sample_rng` from the sample's identity
 (Python's generator: seeding and scalar draws cost a fraction of numpy's, which matters at ~100 us per sample).
@@ -32,6 +34,15 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+
+from .preprocess import (
+    TF_PREPROCESSINGS,
+    DecodeError,
+    check_preprocess,
+    tf_decode,
+    tf_resize_array,
+    tf_resize_float32,
+)
 
 # Images above this many pixels are skipped as decompression bombs (Pillow's own default warns at 89M and
 # refuses at 179M; a classification data set has no business holding 64-megapixel images).
@@ -271,35 +282,24 @@ def randaugment(im: Image.Image, num_ops: int, magnitude: float, rng: random.Ran
 # -------------------------------------------------------------------------------------------------------------------
 
 
-def _lerp_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)  # half-pixel centres, clamped at 0
-    lo = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
-    return lo, np.minimum(lo + 1, n_in - 1), (src - lo).astype(np.float32)
-
-
-def tf_resize_bilinear(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``tf.image.resize(image, [h, w])`` as the official evaluation calls it: bilinear, half-pixel centres, no
-    anti-aliasing, float32 output without rounding back to uint8 (the same interpolation as torch's
-    ``interpolate(align_corners=False)``). Separable numpy gathers: single-threaded, so it cannot contend with the
-    training process's thread pool. Returns HWC float32 in [0, 255]."""
-    x = (a if a.ndim == 3 else a[:, :, None]).astype(np.float32)
-    y0, y1, fy = _lerp_axis(x.shape[0], h)
-    x0, x1, fx = _lerp_axis(x.shape[1], w)
-    rows = x[y0] + (x[y1] - x[y0]) * fy[:, None, None]
-    return rows[:, x0] + (rows[:, x1] - rows[:, x0]) * fx[None, :, None]
-
-
 class Preprocess:
     """Picklable per-sample transform: raw sample (uint8 array or encoded bytes) -> HWC array with values in [0, 255]
     (uint8, or float32 from the TF-exact evaluation resize)."""
 
     def __init__(self, *, train: bool, image_size: tuple[int, int], in_chans: int = 3, eval_resize: str = "resize",
                  randaugment: tuple[int, int] | None = None, crop_area: tuple[float, float] = (0.05, 1.0),
-                 flip: bool = True, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = 0.875):
+                 flip: bool = True, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = 0.875,
+                 preprocess: str = "pil"):
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
         if eval_resize not in ("resize", "resize_crop"):
             raise ValueError(f"eval_resize must be 'resize' or 'resize_crop', got {eval_resize!r}")
+        # the evaluation preprocessing (vitkit.data.preprocess); training augmentation is always Pillow's
+        self.preprocess = check_preprocess(preprocess, 3 if train else in_chans)
+        self.tf_eval = not train and preprocess in TF_PREPROCESSINGS
+        if self.tf_eval and eval_resize != "resize":
+            raise ValueError(f"preprocessing {preprocess!r} resizes the whole image as the official code does; "
+                             f"eval_resize={eval_resize!r} (a centre crop) needs preprocessing 'pil'")
         if not (0 < crop_area[0] <= crop_area[1] <= 1):
             raise ValueError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
         self.train = train
@@ -312,15 +312,31 @@ class Preprocess:
         self.max_pixels = max_pixels
         self.crop_fraction = crop_fraction
 
+    def _tf_decode(self, raw: bytes, counts: dict[str, int]) -> np.ndarray:
+        try:
+            return tf_decode(raw, precise=self.preprocess == "big_vision_precise", max_pixels=self.max_pixels,
+                             counts=counts)
+        except DecodeError as e:
+            raise BadImage(e.reason, str(e)) from None
+
     def to_image(self, raw: Any, counts: dict[str, int]) -> Image.Image:
         if isinstance(raw, np.ndarray):  # in-memory sources are known-format: no conversion counted
             im = Image.fromarray(raw)
             return im if im.mode == self.mode else im.convert(self.mode)
+        if self.tf_eval:
+            return Image.fromarray(self._tf_decode(raw, counts))
         return to_mode(decode_image(raw, self.max_pixels), self.mode, counts)
 
     def __call__(self, raw: Any, rng: random.Random | None, counts: dict[str, int]) -> np.ndarray:
-        im = self.to_image(raw, counts)
         h, w = self.size
+        if self.tf_eval:  # TensorFlow's decode and resize, exactly (vitkit.data.preprocess)
+            if isinstance(raw, np.ndarray):
+                a = raw if raw.ndim == 3 else raw[:, :, None]
+                a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a  # grey arrays: TF's grayscale_to_rgb
+            else:
+                a = self._tf_decode(raw, counts)
+            return tf_resize_array(a, self.preprocess, h, w)
+        im = self.to_image(raw, counts)
         if self.train:
             assert rng is not None
             box = inception_crop_box(im.width, im.height, rng, self.crop_area)
@@ -334,7 +350,7 @@ class Preprocess:
                 im = randaugment(im, self.randaugment[0], self.randaugment[1], rng)
         elif self.eval_resize == "resize":
             if im.size != (w, h):
-                return tf_resize_bilinear(np.asarray(im, dtype=np.uint8), h, w)
+                return tf_resize_float32(np.asarray(im, dtype=np.uint8), h, w)
         else:
             scale = max(h / self.crop_fraction / im.height, w / self.crop_fraction / im.width)
             rw, rh = max(w, int(round(im.width * scale))), max(h, int(round(im.height * scale)))

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from .preprocess import IMAGE_SUFFIXES
 from .sources import DatasetInfo, ParsedSpec, expand_shards, read_wds_metadata
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "tif", "tiff", "gif")
+IMAGE_EXTS = tuple(s[1:] for s in IMAGE_SUFFIXES)  # WebDataset keys: the one suffix list, without the dot
 _KEY_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 

@@ -30,13 +30,20 @@ def open_loader(
     batch_size: int,
     limit: int | None = None,
     num_workers: int | None = None,
+    preprocess: str | None = None,
 ) -> tuple[Any, Any, int | None]:
-    """(loader of normalised eval batches, dataset info, number of batches if known) for a spec."""
+    """(loader of normalised eval batches, dataset info, number of batches if known) for a spec.
+
+    ``preprocess``: the evaluation preprocessing (None: the default for ``cfg``'s normalisation); the loader's
+    ``preprocess`` attribute says which ran."""
+    from .images import resolve_preprocess
+
+    name = resolve_preprocess(preprocess, cfg.mean, cfg.std, cfg.in_chans)
     build_loader, dataset_info = _data_api()
     info = dataset_info(spec, split=split)
     loader = build_loader(
         spec, split=split, train=False, image_size=image_size, batch_size=batch_size, mean=cfg.mean, std=cfg.std,
-        in_chans=cfg.in_chans, num_workers=num_workers, eval_resize="resize", limit=limit,
+        in_chans=cfg.in_chans, num_workers=num_workers, eval_resize="resize", limit=limit, preprocess=name,
     )
     n = getattr(info, "num_examples", None)
     if n is not None and limit is not None:
@@ -73,8 +80,19 @@ MODEL_HELP = ("weights: a file or folder of any supported format, a run folder o
               "an http(s) URL, hf-hub:ORG/NAME[@REV], or a catalogue name (`vitkit models --pretrained`)")
 
 
+def add_preprocess_argument(p: Any) -> None:
+    """--preprocess NAME, with the choices of :data:`vitkit.data.preprocess.PREPROCESSINGS`."""
+    from ..data.preprocess import PREPROCESSINGS
+
+    p.add_argument("--preprocess", choices=PREPROCESSINGS, default=None, metavar="NAME",
+                   help="evaluation preprocessing: vit_jax (the official TF decode with the fast IDCT + resize), "
+                        "big_vision (the same decode, resize cast to uint8), big_vision_precise (accurate IDCT), pil "
+                        "(Pillow decode). Default: vit_jax for checkpoints normalised to [-1, 1] (mean = std = 0.5, "
+                        "as the official ones), pil otherwise")
+
+
 def add_common_arguments(p: Any, *, batch_size: int = 64) -> None:
-    """--model, --image-size, --batch-size, --precision, --device, --num-workers."""
+    """--model, --image-size, --batch-size, --precision, --device, --num-workers, --preprocess."""
     from ..perf import PRECISIONS
 
     p.add_argument("--model", required=True, metavar="SOURCE", help=MODEL_HELP)
@@ -84,6 +102,7 @@ def add_common_arguments(p: Any, *, batch_size: int = 64) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="inference precision (default auto)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--num-workers", type=int, default=None, help="data loading workers (default: automatic)")
+    add_preprocess_argument(p)
 
 
 def check_batch_size(n: int) -> None:
@@ -93,9 +112,11 @@ def check_batch_size(n: int) -> None:
 
 def gather_images(
     cfg: Any, inputs: list[str], num_images: int, *, split: str = "test", batch_size: int = 8,
+    preprocess: str | None = None,
 ) -> Any:
     """Up to ``num_images`` normalised images (N, C, H, W) at ``cfg``'s resolution from image files,
-    folders or data specs (in order); unreadable files are reported by name and skipped."""
+    folders or data specs (in order), under ``preprocess`` (None: the default for ``cfg``); unreadable files are
+    reported by name and skipped."""
     import sys
     from pathlib import Path
 
@@ -111,7 +132,7 @@ def gather_images(
             break
         if not Path(item).exists() and is_data_spec(item):
             loader, _, _ = open_loader(item, cfg, split=split, image_size=size[0], batch_size=batch_size,
-                                       limit=num_images - have)
+                                       limit=num_images - have, preprocess=preprocess)
             for x, _ in loader:
                 chunks.append(x[: num_images - have])
                 have += len(chunks[-1])
@@ -121,7 +142,8 @@ def gather_images(
         found = find_images([item])
         for p, why in found.skipped:
             print(f"warning: skipped {p}: {why}", file=sys.stderr)
-        x, _, _ = load_images(found.paths[: num_images - have], size, cfg.mean, cfg.std, cfg.in_chans)
+        x, _, _ = load_images(found.paths[: num_images - have], size, cfg.mean, cfg.std, cfg.in_chans,
+                              preprocess=preprocess)
         if len(x):
             chunks.append(x)
             have += len(x)

@@ -1,8 +1,9 @@
 """Plain image files for ``predict`` and ``analyze``: find them, decode them, normalise them.
 
-Decoding is the eval pipeline's (:class:`vitkit.data.transforms.Preprocess` with
-``eval_resize="resize"``): RGB (or grey for 1-channel models; transparency composited on white),
-resized to the model resolution with bilinear interpolation, scaled to [0, 1] and normalised with
+Decoding is the eval pipeline's (:class:`vitkit.data.transforms.Preprocess`, ``eval_resize="resize"``) under a
+named preprocessing (:data:`vitkit.data.preprocess.PREPROCESSINGS`; default
+:func:`~vitkit.data.preprocess.default_preprocess`: ``vit_jax``, TensorFlow's decode and resize exactly, for
+checkpoints normalised to [-1, 1], ``pil`` otherwise), then scaled to [0, 1] and normalised with
 ``config.mean`` / ``config.std``. So ``vitkit predict`` on a file sees what ``vitkit eval`` sees.
 """
 
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+from ..data.preprocess import IMAGE_SUFFIXES, check_preprocess, default_preprocess
+
+__all__ = ["IMAGE_SUFFIXES", "ImageList", "find_images", "load_image", "load_images"]
 
 
 @dataclass
@@ -48,28 +51,40 @@ def find_images(inputs: Iterable[str | Path]) -> ImageList:
     return found
 
 
-def _decode(path: Path, h: int, w: int, in_chans: int) -> np.ndarray:
-    """HWC uint8 at (h, w), decoded exactly as the eval data pipeline does."""
+def _decode(path: Path, h: int, w: int, in_chans: int, preprocess: str) -> np.ndarray:
+    """HWC array in [0, 255] at (h, w), decoded exactly as the eval data pipeline does."""
     from ..data.transforms import BadImage, Preprocess
 
+    pre = Preprocess(train=False, image_size=(h, w), in_chans=in_chans, eval_resize="resize", preprocess=preprocess)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise ValueError(f"{path}: cannot read the file ({e.strerror or e})") from None
     try:
-        return Preprocess(train=False, image_size=(h, w), in_chans=in_chans, eval_resize="resize")(raw, None, {})
+        return pre(raw, None, {})
     except BadImage as e:
         raise ValueError(f"{path}: cannot read the image ({e})") from None
 
 
+def resolve_preprocess(preprocess: str | None, mean: Sequence[float], std: Sequence[float], in_chans: int) -> str:
+    """The preprocessing that runs: ``preprocess``, or the default for this normalisation; checked."""
+    return check_preprocess(default_preprocess(mean, std, in_chans) if preprocess is None else preprocess, in_chans)
+
+
 def load_image(
     path: str | Path, image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], in_chans: int = 3,
+    preprocess: str | None = None,
 ) -> torch.Tensor:
-    """One image file as a normalised float32 (C, H, W) tensor. Raises ValueError if unreadable."""
+    """One image file as a normalised float32 (C, H, W) tensor. Raises ValueError if unreadable.
+
+    ``preprocess``: a name of :data:`vitkit.data.preprocess.PREPROCESSINGS`; None: ``vit_jax`` when
+    mean = std = 0.5 (the official [-1, 1] normalisation), else ``pil``.
+    """
     h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
     if in_chans not in (1, 3):
         raise ValueError(f"image files can be fed to 1- or 3-channel models only; this model takes {in_chans}")
-    arr = _decode(Path(path), h, w, in_chans)
+    name = resolve_preprocess(preprocess, mean, std, in_chans)
+    arr = _decode(Path(path), h, w, in_chans, name)
     if arr.shape[2] != in_chans:
         raise ValueError(f"{path}: decoded {arr.shape[2]} channels but the model takes {in_chans}")
     # Same float32 arithmetic as the data loader's collate: (x / 255 - mean) / std.
@@ -81,16 +96,18 @@ def load_image(
 
 def load_images(
     paths: Sequence[Path], image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
-    in_chans: int = 3, warn: bool = True,
+    in_chans: int = 3, warn: bool = True, preprocess: str | None = None,
 ) -> tuple[torch.Tensor, list[Path], list[tuple[str, str]]]:
-    """Decode ``paths``; unreadable files are reported by name on stderr and skipped.
+    """Decode ``paths`` (``preprocess`` as in :func:`load_image`); unreadable files are reported by name on stderr
+    and skipped.
 
     Returns (images (N, C, H, W), the paths decoded, [(path, reason)] skipped).
     """
+    name = resolve_preprocess(preprocess, mean, std, in_chans)  # a bad name fails once, not once per file
     tensors, ok, skipped = [], [], []
     for p in paths:
         try:
-            tensors.append(load_image(p, image_size, mean, std, in_chans))
+            tensors.append(load_image(p, image_size, mean, std, in_chans, preprocess=name))
             ok.append(p)
         except ValueError as e:
             skipped.append((str(p), str(e)))

@@ -18,6 +18,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from ..data.preprocess import PREPROCESSINGS
+
 
 @dataclass
 class ModelConfig:
@@ -59,6 +61,8 @@ class DataConfig:
     eval_batch_size: int = 256
     num_workers: int | None = None
     eval_resize: Literal["resize", "crop"] = "resize"
+    # evaluation preprocessing (vitkit.data.preprocess): None = vit_jax for the official [-1, 1] normalisation, else pil
+    eval_preprocess: Literal[(*PREPROCESSINGS, None)] = None
     crop_area: tuple[float, float] = (0.05, 1.0)
     flip: bool = True
     randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)

@@ -266,7 +266,8 @@ class Trainer:
         self.eval_sharded = True
         if self.has_test:
             test_kw = dict(split=dcfg.test_split, train=False, batch_size=dcfg.eval_batch_size,
-                           eval_resize=dcfg.eval_resize, drop_last=False, limit=dcfg.eval_limit)
+                           eval_resize=dcfg.eval_resize, drop_last=False, limit=dcfg.eval_limit,
+                           preprocess=dcfg.eval_preprocess)
             try:
                 self.test_loader = self.data.build_loader(self.test_spec, **test_kw, **common)
             except ValueError:
