@@ -710,6 +710,7 @@ class Trainer:
             "eval": eval_res, "eval_top1": eval_res.get("top1"), "eval_top5": eval_res.get("top5"),
             "data": self.train_loader.stats.as_dict(),
             "eval_data": self.test_loader.stats.as_dict() if self.test_loader is not None else None,
+            "eval_preprocess": getattr(self.test_loader, "preprocess", None),
             "world_size": self.dist.world_size, "rank": self.dist.rank, "precision": self.precision,
             "device": str(self.device),
             "batch_size": self.cfg.data.batch_size, "micro_batch_size": self.micro, "accumulation": self.accum,
