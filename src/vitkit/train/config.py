@@ -37,7 +37,7 @@ class ModelConfig:
     # Hybrid stem (the paper's ResNet + ViT): bottleneck units per ResNet stage, "()" = the root
     # block only (R+ViT-Ti); None keeps the named model's stem (none for a plain ViT).
     resnet_layers: tuple[int, ...] | None = None
-    resnet_width: int | None = None
+    resnet_width: float | None = None  # int(64 * width) root channels, as the official ResNet (0.5, 1, 2, ...)
     classifier: Literal["token", "gap", None] = None
     # The paper's pre-logits layer: 0 = none, None = the model's default (a fresh task drops it).
     representation_size: int | None = None
