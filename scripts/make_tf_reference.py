@@ -5,9 +5,10 @@ Runs ONLY in a separate environment with TensorFlow and without torch (the test 
     python3 -m venv /work/envs/tf && /work/envs/tf/bin/pip install tensorflow-cpu pillow numpy
     /work/envs/tf/bin/python scripts/make_tf_reference.py --data /work/shared/data
 
-Images: made here with Pillow (JPEG 4:2:0 / 4:2:2 / 4:4:4 / progressive / grey / CMYK; PNG RGB, RGBA with colour
-under transparent pixels, 8-bit grey, grey+alpha, 16-bit grey, 16-bit RGB, palette, palette with tRNS; GIF still,
-with a transparent index, animated; WebP lossy and lossless RGBA; BMP 24-bit, 32-bit) plus real JPEGs cut out of the
+Images: made here with Pillow (JPEG 4:2:0 / 4:2:2 / 4:4:4 / progressive / grey / CMYK; PNG RGB, RGB with tRNS, RGBA
+with colour under transparent pixels, 8-bit and 2-bit grey, grey+alpha, 16-bit grey, 16-bit RGB, palette, palette
+with tRNS; GIF still, with a transparent index, animated; WebP lossy and lossless RGBA; BMP 24-bit, 32-bit, 8-bit
+palette, 1-bit) plus real JPEGs cut out of the
 shared CIFAR-10 (JPEG q75, 32 px) and Imagenette (112 px) validation shards.
 
 Arrays (``reference.npz``), for every image NAME:
@@ -112,6 +113,10 @@ def synthetic_images() -> dict[str, bytes]:
         "webp_lossless_rgba.webp": _save(rgba, "WEBP", lossless=True),
         "bmp_rgb.bmp": _save(im, "BMP"),
         "bmp_rgba.bmp": _save(rgba, "BMP"),
+        "bmp_palette8.bmp": _save(Image.fromarray(rgb).quantize(16), "BMP"),  # TF ignores the palette
+        "bmp_1bit.bmp": _save(grey.convert("1"), "BMP"),  # TF refuses
+        "png_grey_2bit.png": _save(grey.quantize(4).convert("L"), "PNG", bits=2),
+        "png_rgb_trns.png": _save(im, "PNG", transparency=(1, 2, 3)),
     }
 
 

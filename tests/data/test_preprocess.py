@@ -119,23 +119,42 @@ def test_formats_tensorflow_cannot_read_are_refused_and_pil_reads_them() -> None
     assert pil.shape == (8, 8, 3)
 
 
-@pytest.mark.parametrize("pp", TF_PREPROCESSINGS)
-def test_the_eval_loader_runs_the_named_pipeline(tmp_path: Path, pp: str) -> None:
-    names = JPEGS[:3] + ["png_rgba.png", "gif_transparent.gif", "png_rgb16.png"]
-    root = tmp_path / "ds" / "c0"
-    root.mkdir(parents=True)
-    for n in names:
-        shutil.copy(REF / "images" / n, root / n)
-    loader = build_loader(f"folder:{tmp_path / 'ds'}", train=False, image_size=48, batch_size=4, num_workers=0,
-                          preprocess=pp)
-    assert loader.preprocess == pp
+LOADER_NAMES = JPEGS[:3] + ["png_rgba.png", "gif_transparent.gif", "png_rgb16.png", "bmp_palette8.bmp"]
+
+
+def _check_batches(loader, pp: str, size: int, names: list[str]) -> None:
     x = np.concatenate([b.numpy() for b, _ in loader]).transpose(0, 2, 3, 1)
     assert len(x) == len(names)
-    for got, n in zip(x, sorted(names)):  # a folder source lists files sorted
-        key = f"{n}/{pp}/48" if f"{n}/{pp}/48" in Z.files else f"{n}/big_vision/48"
+    for got, n in zip(x, names):
+        key = f"{n}/{pp}/{size}" if f"{n}/{pp}/{size}" in Z.files else f"{n}/big_vision/{size}"
         want = Z[key] if pp == "vit_jax" else _official_norm(Z[key])
-        np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=n)
-    assert loader.stats.as_dict()["converted"] == {"rgba": 1, "palette": 1}
+        np.testing.assert_allclose(_at_positions(got, size), want, atol=TOL, rtol=0, err_msg=n)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("pp", TF_PREPROCESSINGS)
+def test_the_eval_loader_runs_the_named_pipeline(tmp_path: Path, pp: str, size: int) -> None:
+    root = tmp_path / "ds" / "c0"
+    root.mkdir(parents=True)
+    for n in LOADER_NAMES:
+        shutil.copy(REF / "images" / n, root / n)
+    loader = build_loader(f"folder:{tmp_path / 'ds'}", train=False, image_size=size, batch_size=4, num_workers=0,
+                          preprocess=pp)
+    assert loader.preprocess == pp
+    _check_batches(loader, pp, size, sorted(LOADER_NAMES))  # a folder source lists files sorted
+    assert loader.stats.as_dict()["converted"] == {"rgba": 1, "palette": 2}
+
+
+@pytest.mark.parametrize("cache", ["", "&cache=memory"])
+def test_webdataset_streams_and_the_memory_cache_decode_as_tensorflow(tmp_path: Path, cache: str) -> None:
+    from vitkit.data import write_wds_shards
+
+    jpegs = [n for n in JPEGS if n.startswith(("cifar10_", "imagenette_"))]
+    write_wds_shards([(_data(n), i % 2) for i, n in enumerate(jpegs)], str(tmp_path / "val-%06d.tar"),
+                     image_format="jpg")
+    loader = build_loader(f"wds:{tmp_path}?num_classes=2{cache}", split="val", train=False, image_size=224,
+                          batch_size=3, num_workers=0, preprocess="big_vision")
+    _check_batches(loader, "big_vision", 224, jpegs)
 
 
 def test_default_is_vit_jax_for_the_official_normalisation_only() -> None:

@@ -169,6 +169,14 @@ def tf_decode(data: bytes, precise: bool = False, max_pixels: int | None = None,
             msg = f"{type(e).__name__}: {e}"
             raise DecodeError("truncated" if "truncat" in msg.lower() else "corrupt", msg) from None
     mode = im.mode
+    if fmt == "bmp":
+        bpp = int.from_bytes(data[28:30], "little") if len(data) >= 30 else 0
+        if bpp not in (8, 24, 32):  # TF's decode_bmp: channels = bits per pixel / 8 must be 1, 3 or 4
+            raise DecodeError("unreadable", f"TensorFlow's BMP decoder reads 8-, 24- and 32-bit BMPs only; this one "
+                                            f"has {bpp} bits per pixel (use the 'pil' preprocessing)")
+        if bpp == 8:  # TF reads the 8-bit values as grey levels and ignores the palette
+            _count(counts, "palette" if mode == "P" else "grey")
+            return np.repeat(np.asarray(im, dtype=np.uint8)[:, :, None], 3, axis=2)
     if fmt == "gif":
         _count(counts, "palette")
         return _gif_first_frame(im)
