@@ -147,3 +147,5 @@ def test_state_dict_unchanged_and_copies_drop_the_cache() -> None:
     assert not c.blocks[0].mlp.fc1._packed and fc1._packed  # the copy re-packs on first use
     back = pickle.loads(pickle.dumps(c))
     assert isinstance(back.blocks[0].mlp.fc1, Linear)
+    m.train()(torch.randn(16, 3, 32, 32)).sum().backward()  # training again: the stale copy is let go
+    assert not fc1._packed

@@ -11,8 +11,8 @@ error against an fp32 reference. That is why this is hand-written: no maintained
 fast CPU tanh-GELU with a backward.
 
 Used only where it pays: bf16 CPU tensors, in training and in the evaluations during training
-(under ``no_grad``; not under ``inference_mode``, where vitkit's inference copy fuses GELU into
-its oneDNN linear anyway). In fp32 the compiled kernel measured slower than aten's (11.0 vs
+(under ``no_grad``; not under ``inference_mode``, where the model's ``fc1`` fuses GELU into its
+oneDNN linear anyway). In fp32 the compiled kernel measured slower than aten's (11.0 vs
 8.2 ms forward+backward). Never inside ``torch.compile`` (inductor fuses the model's own GELU).
 If inductor cannot compile here (no C++ compiler, say), the aten kernel is used and a warning
 says so once. ``Mlp`` of :mod:`vitkit.models.vit` calls :func:`gelu`; under ``inference_mode``

@@ -15,7 +15,8 @@ follows ``fc1`` in the same kernel, and runs closer to the machine's peak. Two u
 * Inference (autograd off): packed once and cached with the layer, GELU fused, any size: 10-20%
   per layer in fp32; in bf16 no per-call weight cast. The cache is re-made when the parameter
   changes (its version, storage or a sample of its values: fused optimisers update in place
-  without bumping the version), so a stale weight is never used.
+  without bumping the version), so a stale weight is never used, and dropped when the layer
+  trains again (an evaluation inside a training loop does not keep a second copy of the weights).
 
 bf16 values are autocast's bit for bit on this machine (the same bf16 operands, fp32
 accumulation, one rounding); fp32 values differ from MKL's only by summation order
@@ -124,6 +125,8 @@ class Linear(nn.Linear):
             if not torch.is_grad_enabled() or not (x.requires_grad or self.weight.requires_grad
                                                    or (self.bias is not None and self.bias.requires_grad)):
                 return self._cached(x, dtype, activation)
+            if self._packed:  # training again after an evaluation: its packed weights are stale
+                self._packed.clear()
             if min(self.weight.shape) >= _MIN_FEATURES and x.numel() >= _MIN_ROWS * x.shape[-1]:
                 y = _PackedLinearFn.apply(x, self.weight, self.bias, dtype)
                 return y if activation is None else gelu(y, activation, self.fast)
