@@ -205,23 +205,23 @@ def attention() -> dict[str, Any]:
 
 @section("class_token_path")
 def class_token_path() -> dict[str, Any]:
-    """The last block for the class token only (vitkit.perf.fast_training) vs the full model on
+    """The last block for the class token only (the model's fast paths) vs the plain model on
     CUDA: logits and gradients, fp32 (TF32 off) and bf16 autocast (flash attention, 1 query row)."""
     import copy
 
     import vitkit
-    from vitkit.perf import autocast, fast_training
+    from vitkit.perf import autocast
 
     torch.manual_seed(0)
     exact_fp32()
-    full = vitkit.create_model("ViT-S_16", num_classes=10).cuda().train()
+    full = vitkit.create_model("ViT-S_16", num_classes=10).cuda().train().set_fast_paths(False)
     with torch.no_grad():
         full.head.weight.normal_(std=0.05)
     x = torch.randn(8, 3, 224, 224, device="cuda")
     y = torch.randint(0, 10, (8,), device="cuda")
     out: dict[str, Any] = {}
     for precision in ("fp32", "bf16"):
-        fast = fast_training(copy.deepcopy(full), precision)
+        fast = copy.deepcopy(full).set_fast_paths(True)
         res = {}
         for name, m in (("full", full), ("fast", fast)):
             m.zero_grad(set_to_none=True)
@@ -231,7 +231,7 @@ def class_token_path() -> dict[str, Any]:
             res[name] = (logits.detach(), {n: p.grad for n, p in m.named_parameters()})
         grad_rel = max(float((res["fast"][1][n] - g).norm() / g.norm().clamp_min(1e-30))
                        for n, g in res["full"][1].items())
-        out[precision] = {"class": type(fast).__name__, "max_logit_diff": maxdiff(res["fast"][0], res["full"][0]),
+        out[precision] = {"fast_paths": fast.fast_paths, "max_logit_diff": maxdiff(res["fast"][0], res["full"][0]),
                           "max_grad_rel_diff": grad_rel}
     return out
 

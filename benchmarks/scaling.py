@@ -17,7 +17,8 @@ Run (about 5 minutes on 2 busy cores)::
     .venv/bin/python benchmarks/scaling.py --threads 2
 
 writes benchmarks/results/scaling.md, scaling.json and scaling.png. Each row times the
-inference fast path (``vitkit.perf.inference_model``) in fp32 unless the row says otherwise;
+model as ``create_model`` makes it (its fast paths on) in fp32 unless the row says otherwise (training:
+``vitkit.train.step.train_step`` with ``vitkit.train.optim.build_optimizer``, as ``vitkit train``);
 memory is the process RSS high-water mark during one step minus the RSS before it
 (VmHWM, reset through /proc/self/clear_refs).
 """
@@ -37,7 +38,10 @@ from tqdm.auto import tqdm
 from vitkit.models import create_model
 from vitkit.models.flops import count_flops
 from vitkit.perf import inference_model
-from vitkit.perf.bench import alternate, infer_step, matmul_candidates, memory_of, train_step
+from vitkit.perf.bench import alternate, infer_step, matmul_candidates, memory_of
+from vitkit.train.config import OptimConfig
+from vitkit.train.optim import build_optimizer
+from vitkit.train.step import fixed_batch_step
 
 PEAK_N = 2048
 
@@ -75,7 +79,8 @@ def run_row(model_name: str, res: int, batch: int, mode: str, steps: int, precis
         fn = infer_step(inference_model(model, precision), x, precision)
     else:
         y = torch.randint(0, cfg.num_classes, (batch,))
-        fn = train_step(model, x, y, precision)
+        opt = build_optimizer(model, OptimConfig(name="adamw", lr=1e-4, weight_decay=0.05))
+        fn = fixed_batch_step(model, opt, x, y, precision=precision, clip_norm=1.0)
     fn()  # warm-up (and packing) outside the memory probe
     mem = memory_of(fn)
     mm = matmul_candidates(torch.float32 if precision == "fp32" else torch.bfloat16, PEAK_N)["oneDNN packed linear"]

@@ -39,9 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train --compare hf: the HF side's AdamW implementation: torch's default (as "
                         "transformers' Trainer) or vitkit's fused one (isolates the model's own speed)")
     p.add_argument("--reference", action="store_true",
-                   help="time the plain model instead of vitkit's fast paths (infer: nn.Linear under "
-                        "autocast instead of the packed inference copy; train: plain nn.Linear, aten GELU and, in "
-                        "bf16, no bf16 residual stream)")
+                   help="time the plain model (model.set_fast_paths(False): nn.Linear's kernel, aten GELU, the "
+                        "full last block, fp32 residual stream) instead of vitkit's fast paths")
     p.add_argument("--steps", type=int, default=5, help="timed steps per candidate (0: memory only)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--peak-size", type=int, default=2048, help="n of the n x n x n matmul that measures the peak")
@@ -163,18 +162,19 @@ def _make_model(args: argparse.Namespace) -> Any:
     return model
 
 
+def _fast_paths(model: Any, enable: bool) -> Any:
+    """The model with its fast paths on or off (models without any, the BiT ResNet, are unchanged)."""
+    if hasattr(model, "set_fast_paths"):
+        model.set_fast_paths(enable)
+    return model
+
+
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
     from ..models.flops import count_flops
-    from ..perf import (
-        enable_activation_checkpointing,
-        fast_training,
-        inference_model,
-        maybe_compile,
-        resolve_precision,
-    )
+    from ..perf import autocast, inference_model, maybe_compile, resolve_precision
     from ..perf.bench import (
         alternate,
         infer_step,
@@ -182,9 +182,11 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         max_output_difference,
         memory_of,
         peak_from_samples,
-        train_step,
     )
     from ..perf.memory import peak_memory_method
+    from ..train.config import OptimConfig
+    from ..train.optim import build_optimizer
+    from ..train.step import fixed_batch_step
 
     try:
         dev = torch.device(args.device)
@@ -211,8 +213,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     compile_s = None
     if args.mode == "infer":
         with torch.inference_mode():
-            ref_out = model.eval()(x)  # the plain fp32 model: the exactness reference
-        ours = model if args.reference else inference_model(model, precision)
+            ref_out = _fast_paths(model, False).eval()(x)  # the plain fp32 model: the exactness reference
+        ours = inference_model(_fast_paths(model, not args.reference), precision)
         if args.compile:
             t0 = time.perf_counter()
             ours = maybe_compile(model.eval(), True)
@@ -230,28 +232,31 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         if hf is not None:
             res["max_abs_diff_vitkit_vs_hf"] = max_output_difference(outs["vitkit"], outs["hf"])
     else:
+        _fast_paths(model, not args.reference)
         if args.checkpointing:
-            enable_activation_checkpointing(model)
-        if not args.reference:
-            fast_training(model, precision)  # as vitkit train does
-        # Same weights for both sides: HF was built from the model before any step.
+            if not hasattr(model, "set_grad_checkpointing"):
+                raise ValueError(f"--checkpointing: {cfg.name} ({type(model).__name__}) does not support it")
+            model.set_grad_checkpointing(True)
+        # The optimiser and the step of `vitkit train` (train.optim.build_optimizer, train.step.train_step).
+        optim = OptimConfig(name="adamw", lr=1e-4, weight_decay=0.05, clip_norm=1.0)
         ours_model = maybe_compile(model, args.compile)
         mb = args.micro_batch or args.batch
-        fns = {"vitkit": train_step(ours_model, x, y, precision, micro_batch=mb)}
+        fns = {"vitkit": fixed_batch_step(ours_model, build_optimizer(model, optim), x, y, precision=precision,
+                                          micro_batch=mb, clip_norm=optim.clip_norm)}
         if hf is not None:
-            # Same hyper-parameters; HF gets torch.optim.AdamW's default implementation (what its
-            # Trainer uses by default), vitkit its own (fused). --hf-optimizer vitkit levels that.
-            fns["hf"] = train_step(hf, x, y, precision, micro_batch=mb,
-                                   vitkit_optimizer=args.hf_optimizer == "vitkit")
+            # Same weights (HF was built from the model before any step) and hyper-parameters; HF gets
+            # torch.optim.AdamW's default implementation (what its Trainer uses by default) unless
+            # --hf-optimizer vitkit gives it the same optimiser as vitkit.
+            hf_opt = build_optimizer(hf, optim) if args.hf_optimizer == "vitkit" else torch.optim.AdamW(
+                [p for p in hf.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay)
+            fns["hf"] = fixed_batch_step(hf, hf_opt, x, y, precision=precision, micro_batch=mb,
+                                         clip_norm=optim.clip_norm)
             if args.checkpointing:
                 hf.hf.gradient_checkpointing_enable()
         if hf is not None and args.steps:
-            with torch.no_grad():
-                from ..perf import autocast
-
-                with autocast(precision, dev):
-                    a, b = model(x[:mb]), hf(x[:mb])
-                res["max_abs_diff_vitkit_vs_hf_first_forward"] = max_output_difference(a, b)
+            with torch.no_grad(), autocast(precision, dev):
+                a, b = model(x[:mb]), hf(x[:mb])
+            res["max_abs_diff_vitkit_vs_hf_first_forward"] = max_output_difference(a, b)
         if args.compile:
             t0 = time.perf_counter()
             fns["vitkit"]()
@@ -259,10 +264,11 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         flops_step = 3 * flops_img * args.batch  # backward ~ 2x forward
         res["checkpointing"] = bool(args.checkpointing)
         res["micro_batch"] = mb
-        fused = "vitkit.perf.make_optimizer (torch AdamW fused=True)"
-        res["optimizer"] = {"vitkit": fused}
+        ours_opt = "vitkit.train.optim.build_optimizer (torch AdamW fused=True where available)"
+        res["optimizer"] = {"vitkit": ours_opt}
+        res["step_function"] = "vitkit.train.step.train_step"
         if hf is not None:
-            res["optimizer"]["hf"] = fused if args.hf_optimizer == "vitkit" else "torch.optim.AdamW default"
+            res["optimizer"]["hf"] = ours_opt if args.hf_optimizer == "vitkit" else "torch.optim.AdamW default"
     if compile_s is not None:
         res["compile_seconds"] = round(compile_s, 1)
     # Peak memory of one step of each side, measured before timing (one at a time).

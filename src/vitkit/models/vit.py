@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from ..kernels import Linear
+from ..kernels.attention import attention
+from ..kernels.gelu import gelu
 from .config import ViTConfig
 from .init import lecun_normal_, xavier_uniform_, zero_head
 from .posemb import resample_posemb
@@ -28,22 +32,6 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
-# Largest attention matrix (batch x heads x tokens x tokens elements, per layer) for which the
-# explicit path is used with bf16 input on CPU: 64 MB. Measured on the 2-core EPYC
-# (torch 2.13): at 197 tokens PyTorch's CPU flash-attention kernel takes 75 ms for forward +
-# backward of ViT-S/16's attention at batch 32 vs 31 ms for two bf16 batched matmuls and a
-# softmax (18 vs 12 ms forward only, ViT-B/16 batch 16); in fp32, or for long sequences (577
-# tokens), the fused kernel is as fast or faster and never materialises the matrix.
-_EXPLICIT_MAX_ELEMENTS = 1 << 25
-
-
-def _explicit_is_faster(keys: torch.Tensor) -> bool:
-    # Decided on the keys' shape (the full T x T matrix), so that the class-token-only path of
-    # the last block takes the same kernels as the full block and computes the same numbers.
-    b, h, t, _ = keys.shape
-    return keys.device.type == "cpu" and keys.dtype == torch.bfloat16 and b * h * t * t <= _EXPLICIT_MAX_ELEMENTS
-
-
 class Attention(nn.Module):
     """Multi-head self-attention with q/k/v/out biases (Flax ``MultiHeadDotProductAttention``)."""
 
@@ -51,8 +39,8 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
         self.attn_drop = attn_drop
         with torch.no_grad():
             # Flax initialises q, k, v as three separate (D, D) xavier-uniform kernels.
@@ -70,42 +58,27 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).unbind(2)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(N, heads, Tq, hd) attention output, from queries ``q`` over all keys, and the probabilities."""
-        p = self.attn_drop if self.training else 0.0
-        weights = None
-        if need_weights or _explicit_is_faster(k):
-            # Explicit path, as Flax's dot_product_attention: scale q, softmax in float32 (for
-            # bf16 input PyTorch's CPU softmax accumulates in float32 and rounds once on output).
-            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
-            probs = scores.float().softmax(dim=-1).to(q.dtype) if need_weights else scores.softmax(dim=-1)
-            weights = probs if need_weights else None
-            out = F.dropout(probs, p, self.training) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        return out, weights
+    def forward(self, x: torch.Tensor, need_weights: bool = False,
+                class_token_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, T, D) -> (N, T, D) and the probabilities (N, heads, T, T) when ``need_weights``.
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ``class_token_only``: only row 0 of the output, (N, 1, D). Each query row of attention is
+        computed independently of the others, so only the class token's row is evaluated (keys
+        and values still come from every token).
+        """
         b, t, d = x.shape
         q, k, v = self._split(x)
-        out, weights = self._attend(q, k, v, need_weights)
+        if class_token_only:
+            q, t = q[:, :, :1], 1
+        out, weights = attention(q, k, v, self.attn_drop if self.training else 0.0, need_weights)
         return self.proj(out.transpose(1, 2).reshape(b, t, d)), weights
-
-    def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
-        """Row 0 of ``forward(x)[0]``: (N, T, D) -> (N, 1, D). Each query row of attention is
-        computed independently of the others, so only the class token's row is evaluated."""
-        b, _, d = x.shape
-        q, k, v = self._split(x)
-        out, _ = self._attend(q[:, :, :1], k, v, False)
-        return self.proj(out.transpose(1, 2).reshape(b, 1, d))
 
 
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0, gelu: str = "tanh"):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
         self.drop = drop
         self.approximate = "tanh" if gelu == "tanh" else "none"
         for fc in (self.fc1, self.fc2):
@@ -113,10 +86,12 @@ class Mlp(nn.Module):
             nn.init.normal_(fc.bias, std=1e-6)
 
     def act(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(x, approximate=self.approximate)
+        return gelu(x, self.approximate, self.fc1.fast if isinstance(self.fc1, Linear) else False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.fc1(x))
+        # fc1 applies GELU itself so that it can fuse it into its kernel; a replaced fc1 (a
+        # plain nn.Linear, an adapter wrapping it) gets it applied after.
+        x = self.fc1(x, activation=self.approximate) if isinstance(self.fc1, Linear) else self.act(self.fc1(x))
         x = F.dropout(x, self.drop, self.training)
         return F.dropout(self.fc2(x), self.drop, self.training)
 
@@ -134,25 +109,29 @@ class Block(nn.Module):
         self.drop = cfg.dropout_rate
         self.drop_path = drop_path_rate
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y, weights = self.attn(self.norm1(x), need_weights)
+    def forward(self, x: torch.Tensor, need_weights: bool = False,
+                class_token_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, T, D) -> (N, T, D), and the attention probabilities when ``need_weights``.
+
+        ``class_token_only``: the output for the class token only, ``forward(x)[0][:, :1]``,
+        (N, 1, D). Attention still reads every token's key and value, but its output projection,
+        the MLP and the LayerNorm before it run on one token instead of T (~3/4 of a block's
+        FLOPs). Dropout and stochastic depth act as in the full block (per element and per
+        sample), so in training the class token's output has the same distribution; without them
+        it is the same function, and so are the gradients.
+        """
+        y, weights = self.attn(self.norm1(x), need_weights, class_token_only)
         y = F.dropout(y, self.drop, self.training)
-        x = x + drop_path(y, self.drop_path, self.training)
+        x = (x[:, :1] if class_token_only else x) + drop_path(y, self.drop_path, self.training)
         x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
         return x, weights
 
-    def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output for the class token only: ``forward(x)[0][:, :1]``, (N, T, D) -> (N, 1, D).
 
-        Attention still reads every token's key and value, but its output projection, the MLP and
-        the LayerNorm before it run on one token instead of T (~3/4 of a block's FLOPs). Dropout
-        and stochastic depth act as in :meth:`forward` (per element and per sample), so in
-        training the class token's output has the same distribution; without them it is the same
-        function, and so are the gradients.
-        """
-        y = F.dropout(self.attn.forward_class_token(self.norm1(x)), self.drop, self.training)
-        x0 = x[:, :1] + drop_path(y, self.drop_path, self.training)
-        return x0 + drop_path(self.mlp(self.norm2(x0)), self.drop_path, self.training)
+def _is_shape_agnostic_hook(hook: object) -> bool:
+    """``fully_shard``'s hooks gather and free parameters around a block's forward, whatever its
+    output; any other hook may expect the block's full output (all tokens)."""
+    fn = getattr(hook, "func", hook)  # functools.partial
+    return str(getattr(fn, "__module__", "")).startswith("torch.distributed.fsdp.")
 
 
 @dataclass
@@ -178,7 +157,27 @@ def _check_indices(indices: Sequence[int] | None, n: int, what: str) -> list[int
 
 
 class VisionTransformer(nn.Module):
-    """ViT and hybrid ViT. Input: float NCHW, normalised as ``config.mean``/``config.std``."""
+    """ViT and hybrid ViT. Input: float NCHW, normalised as ``config.mean``/``config.std``.
+
+    Speed is declared on the model and chosen inside its one ``forward``, per call:
+
+    * ``fast_paths`` (default on; :meth:`set_fast_paths`): the last block evaluated for the class
+      token only when the logits read nothing else (``classifier="token"``, final norm before
+      pooling; the same function and gradients); on CPU, linear layers on packed oneDNN weights
+      with GELU fused in inference (:class:`vitkit.kernels.Linear`), the compiled tanh-GELU in
+      bf16 (:func:`vitkit.kernels.gelu`), and under bf16 autocast the residual stream carried in
+      bf16. fp32 stays the exact path (fp32 kernels differ from the plain ones by summation
+      order only); each fast path falls back to the plain op where it does not apply (GPUs,
+      tracing for ``torch.compile``/export). ``set_fast_paths(False)`` is the plain model.
+    * ``grad_checkpointing`` (default off; :meth:`set_grad_checkpointing`, as in timm): each block
+      recomputes its activations in backward instead of storing them.
+
+    These are run-time choices, not architecture, so they are not part of :class:`ViTConfig` and
+    checkpoints do not record them.
+    """
+
+    fast_paths: bool = True
+    grad_checkpointing: bool = False
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -203,6 +202,24 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.pre_logits.bias)
         self.head = zero_head(cfg.feature_dim, cfg.num_classes, cfg.head_bias_init)
         self._grid = cfg.grid_size
+
+    # -- speed options ----------------------------------------------------------
+    def set_fast_paths(self, enable: bool = True) -> VisionTransformer:
+        """Turn the fast paths (class docstring) on or off; ``False``: the plain PyTorch model,
+        the reference they are tested against. Returns the model."""
+        self.fast_paths = bool(enable)
+        for m in self.modules():
+            if isinstance(m, Linear):
+                m.fast = self.fast_paths
+        return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> VisionTransformer:
+        """Recompute each block's activations in backward instead of storing them (training with
+        autograd only): the activation memory of one block plus the blocks' inputs, for about one
+        extra forward pass. Non-reentrant, with the RNG state replayed, so dropout masks and
+        gradients are the same as without. Returns the model."""
+        self.grad_checkpointing = bool(enable)
+        return self
 
     # -- configuration changes ------------------------------------------------
     def reset_head(self, num_classes: int, representation_size: int | None = None, head_bias_init: float = 0.0) -> None:
@@ -272,12 +289,53 @@ class VisionTransformer(nn.Module):
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.config.norm_after_pool else self.norm(x)
 
+    def _stream(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream's dtype: under bf16 autocast, bf16 (fast paths) instead of fp32.
+
+        Autocast returns bf16 from every linear layer, but the residual adds promote the stream
+        back to fp32, so each sub-block pays a full-size fp32 -> bf16 conversion before its linear
+        and an fp32 add/LayerNorm (and the same again in backward). Casting the encoder's input
+        once keeps it in bf16 (LayerNorm takes bf16 input with fp32 affine parameters;
+        parameters and their gradients stay fp32). Measured +7% images/s for a ViT-S/16 training
+        step and +6-8% for ViT-B/16 inference on the 2-core EPYC; logits and gradients within
+        bf16 tolerance of fp32 (tests/models/test_vit_fast.py).
+        """
+        dev = x.device.type
+        if (self.fast_paths and x.dtype == torch.float32 and torch.amp.is_autocast_available(dev)
+                and torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16):
+            return x.to(torch.bfloat16)
+        return x
+
+    def _logits_read_class_token_only(self) -> bool:
+        """Whether ``forward`` may evaluate the last block for the class token only: fast paths on,
+        the logits read token 0 alone, and nothing needs the last block's full output (a hook on
+        it, other than ``fully_shard``'s parameter gathering, which works for any output)."""
+        cfg = self.config
+        if not self.fast_paths or cfg.classifier != "token" or cfg.norm_after_pool or len(self.blocks) == 0:
+            return False
+        last = self.blocks[-1]
+        hooks = (*last._forward_pre_hooks.values(), *last._forward_hooks.values())
+        return all(_is_shape_agnostic_hook(h) for h in hooks)
+
+    def _encode(self, x: torch.Tensor, class_token_only: bool = False) -> torch.Tensor:
+        """The blocks over embedded tokens (before the final norm); ``class_token_only``: the last
+        block for the class token only, (N, 1, D)."""
+        x = self._stream(x)
+        last = len(self.blocks) - 1
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for i, block in enumerate(self.blocks):
+            cls = class_token_only and i == last
+            if ckpt:
+                # Non-reentrant: works with inputs that do not require grad; the RNG state is
+                # replayed so dropout masks (and hence gradients) are identical.
+                x = checkpoint(block, x, False, cls, use_reentrant=False)[0]
+            else:
+                x = block(x, False, cls)[0]
+        return x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoded tokens (N, T, D) after the final LayerNorm."""
-        x = self.embed(x)
-        for block in self.blocks:
-            x = block(x)[0]
-        return self._final_norm(x)
+        return self._final_norm(self._encode(self.embed(x)))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """What each classifier mode feeds to the representation layer and head."""
@@ -297,7 +355,9 @@ class VisionTransformer(nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        """Logits (N, classes); with ``num_classes=0``, the pre-logits features."""
+        class_token_only = self._logits_read_class_token_only()
+        return self.forward_head(self._final_norm(self._encode(self.embed(x), class_token_only)))
 
     def forward_intermediates(
         self,
@@ -311,7 +371,7 @@ class VisionTransformer(nn.Module):
         want_tokens = set(_check_indices(blocks, n, "block"))
         want_attn = set(_check_indices(attentions, n, "attention"))
         out = Intermediates(output=x, features=x)
-        x = self.embed(x)
+        x = self._stream(self.embed(x))
         for i, block in enumerate(self.blocks):
             x, w = block(x, need_weights=i in want_attn)
             if i in want_tokens:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import autocast, make_optimizer
+from ..kernels import mkldnn_linear_available
+from . import autocast
 from .memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim_heap
 
 
@@ -59,11 +59,9 @@ def matmul_candidates(dtype: torch.dtype, n: int = 2048,
                       device: torch.device | str = "cpu") -> dict[str, Callable[[], Any]]:
     """n x n x n matmuls through the path the fast model uses and through ``torch.mm``.
 
-    CPU: the packed oneDNN linear (what :func:`vitkit.perf.inference_model` runs) and the
-    default BLAS (``torch.mm``, what ``nn.Linear`` runs; MKL in the PyPI wheels).
+    CPU: the packed oneDNN linear (what :class:`vitkit.kernels.Linear` runs) and the default
+    BLAS (``torch.mm``, what ``nn.Linear`` runs; MKL in the PyPI wheels).
     """
-    from .fast import mkldnn_linear_available
-
     dev = torch.device(device)
     a = torch.randn(n, n, device=dev).to(dtype)
     b = torch.randn(n, n, device=dev).to(dtype)
@@ -89,50 +87,15 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5, device: torch.
     return peak_from_samples(t, n, dtype)
 
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def infer_step(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], torch.Tensor]:
+    """``model(x)`` under ``inference_mode`` and the precision's autocast, as the commands run it
+    (and as a user's own loop would)."""
     dev = x.device
 
     def step() -> torch.Tensor:
         with torch.inference_mode(), autocast(precision, dev):
             return model(x)
-
-    return step
-
-
-def build_adamw(model: nn.Module, lr: float, vitkit_optimizer: bool, device: torch.device) -> torch.optim.Optimizer:
-    """The same AdamW hyper-parameters either way; ``vitkit_optimizer`` picks vitkit's implementation
-    (:func:`vitkit.perf.make_optimizer`, fused) over ``torch.optim.AdamW``'s default one (what
-    transformers' Trainer uses with ``optim="adamw_torch"``)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if vitkit_optimizer:
-        return make_optimizer(params, lr, weight_decay=0.05, device=device)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-
-
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, lr: float = 1e-4,
-               clip: float = 1.0, micro_batch: int | None = None,
-               vitkit_optimizer: bool = True) -> Callable[[], None]:
-    """One optimisation step: forward, cross-entropy, backward (over micro-batches of ``micro_batch``
-    with gradient accumulation), clip at ``clip``, AdamW, zero grads."""
-    dev = x.device
-    model.train()
-    opt = build_adamw(model, lr, vitkit_optimizer, dev)
-    mb = micro_batch or x.shape[0]
-    n = -(-x.shape[0] // mb)
-
-    def step() -> None:
-        for xi, yi in zip(x.split(mb), y.split(mb)):
-            with autocast(precision, dev):
-                logits = model(xi)
-            loss = F.cross_entropy(logits.float(), yi) / n
-            loss.backward()
-        # foreach clip: no per-parameter norm kernels and no host sync (the norm stays a tensor).
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
     return step
 

@@ -12,13 +12,13 @@ state and ``--resume`` continues bit for bit (on CPU; ``deterministic=true`` on 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
 import sys
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..models.config import ResNetConfig
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ModelConfig, TrainConfig, copy_config, save_yaml, to_dict, validate
 from .dist import DistInfo, all_reduce_, barrier, init_distributed, resolve_device
-from .optim import EMA, apply_decoupled_wd, build_optimizer, lr_multiplier
+from .optim import EMA, build_optimizer, lr_multiplier
 
 
 class TrainingDiverged(RuntimeError):
@@ -243,9 +243,10 @@ class Trainer:
         self.model_config = model.config
         model.to(self.device)
         if cfg.activation_checkpointing:
-            from ..perf import enable_activation_checkpointing
-
-            enable_activation_checkpointing(model)
+            if not hasattr(model, "set_grad_checkpointing"):
+                raise ValueError(f"activation_checkpointing=true: {type(model).__name__} ({model.config.name}) "
+                                 "does not support it; set activation_checkpointing=false")
+            model.set_grad_checkpointing(True)
         self.model = model  # the bare module (state dicts, saving)
         if dcfg.progressive_resize is not None:
             low, stride = dcfg.progressive_resize[0], model.config.stride
@@ -310,10 +311,9 @@ class Trainer:
         self.fwd_model = torch.compile(self.ddp_model, dynamic=False) if cfg.compile else self.ddp_model
 
         self.opt = build_optimizer(model, cfg.optim)
-        from ..perf import fast_training, resolve_precision
+        from ..perf import resolve_precision
 
         self.precision = resolve_precision(cfg.precision, self.device)
-        fast_training(model, self.precision)  # hooks and class swaps act on the bare module, under any wrapper
         self.scaler = None
         if self.precision == "fp16":
             if self.device.type == "cpu":
@@ -466,7 +466,7 @@ class Trainer:
             writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step else None)
         self.last_ckpt = self.ckpt_path
         metrics_f = open(self.out / "metrics.jsonl", "a") if d.is_main else None
-        from ..perf import autocast
+        from .step import train_step
 
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         if self.budget:
@@ -493,6 +493,38 @@ class Trainer:
             last_loss, stop_req = self._settle(item)
             window_loss, window_n, stopping = window_loss + last_loss, window_n + 1, stopping or stop_req
 
+        ls = cfg.data.label_smoothing if self.mixup is None else 0.0
+
+        def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return compute_loss(logits, targets, self.loss_kind, ls)
+
+        def micro_batches(progress: float | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            nonlocal images_seen
+            for micro in range(self.accum):
+                images, labels = self._next_batch()
+                self._empty_epoch = False
+                torch.manual_seed(_step_seed(cfg.seed, self.step, d.rank, micro))
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                images = self._resize_for_phase(images, progress)
+                targets = labels
+                if self.mixup is not None:
+                    gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, self.step, d.rank, micro))
+                    images, targets = self.mixup(images, labels, gen)
+                    targets = targets.to(self.device)
+                images_seen += images.shape[0] * d.world_size
+                yield images, targets
+
+        def after_backward(mean_loss: torch.Tensor) -> None:
+            nonlocal pending
+            flags = self._step_flags(mean_loss, stop.signal is not None)
+            # On CUDA the flags of step N are read while step N+1 runs (reading them waits
+            # for the GPU), so the host never idles the GPU; on CPU they are read at once.
+            ready, pending = (pending, (self.step + 1, flags)) if self.lagged_flags else \
+                ((self.step + 1, flags), None)
+            if ready is not None:
+                settle(ready)
+
         self.ddp_model.train()
         try:
             with _Stop() as stop:
@@ -505,50 +537,12 @@ class Trainer:
                     mult = lr_multiplier(self.step, cfg.schedule, self.total_steps, progress)
                     for g, lr in zip(self.opt.param_groups, base_lrs):
                         g["lr"] = lr * mult
-                    loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-                    for micro in range(self.accum):
-                        images, labels = self._next_batch()
-                        self._empty_epoch = False
-                        torch.manual_seed(_step_seed(cfg.seed, self.step, d.rank, micro))
-                        images = images.to(self.device, non_blocking=True)
-                        labels = labels.to(self.device, non_blocking=True)
-                        images = self._resize_for_phase(images, progress)
-                        targets = labels
-                        if self.mixup is not None:
-                            gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, self.step, d.rank, micro))
-                            images, targets = self.mixup(images, labels, gen)
-                            targets = targets.to(self.device)
-                        sync = micro == self.accum - 1 or not d.enabled or self.fsdp
-                        ctx = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
-                        with ctx:
-                            with autocast(self.precision, self.device):
-                                logits = self.fwd_model(images)
-                            ls = cfg.data.label_smoothing if self.mixup is None else 0.0
-                            loss = compute_loss(logits, targets, self.loss_kind, ls)
-                            scaled = loss / self.accum
-                            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                        loss_sum += loss.detach().double()  # stays on the device: no sync per micro-batch
-                        images_seen += images.shape[0] * d.world_size
-                    flags = self._step_flags(loss_sum / self.accum, stop.signal is not None)
-                    # On CUDA the flags of step N are read while step N+1 runs (reading them waits
-                    # for the GPU), so the host never idles the GPU; on CPU they are read at once.
-                    ready, pending = (pending, (self.step + 1, flags)) if self.lagged_flags else \
-                        ((self.step + 1, flags), None)
-                    if ready is not None:
-                        settle(ready)
-                    if self.scaler is not None:
-                        self.scaler.unscale_(self.opt)
-                    grad_norm = None
-                    if cfg.optim.clip_norm > 0:
-                        # Kept as a tensor: reading it (a device sync on GPU) only happens on logging steps.
-                        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_norm)
-                    apply_decoupled_wd(self.opt)
-                    if self.scaler is not None:
-                        self.scaler.step(self.opt)
-                        self.scaler.update()
-                    else:
-                        self.opt.step()
-                    self.opt.zero_grad(set_to_none=True)
+                    grad_norm = train_step(
+                        self.fwd_model, self.opt, micro_batches(progress), precision=self.precision, accum=self.accum,
+                        loss_fn=loss_fn,
+                        clip_norm=cfg.optim.clip_norm, params=self.model.parameters(), scaler=self.scaler,
+                        no_sync=self.ddp_model.no_sync if d.enabled and not self.fsdp else None,
+                        after_backward=after_backward).grad_norm
                     if self.ema is not None:
                         self.ema.update(self.model)
                     self.step += 1

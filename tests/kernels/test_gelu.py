@@ -1,4 +1,4 @@
-"""The compiled tanh-GELU (vitkit.perf.gelu) computes what PyTorch's kernel computes."""
+"""The compiled tanh-GELU (vitkit.kernels.gelu) computes what PyTorch's kernel computes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from vitkit import create_model
-from vitkit.perf import fast_bf16_training
-from vitkit.perf import gelu as fast_gelu_mod
-from vitkit.perf.gelu import fast_gelu, gelu_tanh
+from vitkit.kernels import gelu as fast_gelu_mod
+from vitkit.kernels.gelu import gelu, gelu_tanh
 
 
 def _ref(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,30 +44,30 @@ def test_only_bf16_with_grad_takes_the_compiled_path() -> None:
     assert "Gelu" in type(F.gelu(x32, approximate="tanh").grad_fn).__name__
     assert "GeluTanh" not in type(gelu_tanh(x32).grad_fn).__name__  # fp32: aten's kernel
     xb = torch.randn(8, 16).bfloat16().requires_grad_()
-    with torch.inference_mode():  # the inference copy's territory: aten, bit for bit
+    with torch.inference_mode():  # inference: fc1 fuses GELU itself; alone, aten, bit for bit
         assert torch.equal(gelu_tanh(xb), F.gelu(xb, approximate="tanh"))
     with torch.no_grad():  # evaluation during training: the compiled forward, within one bf16 ulp
         y, ref = gelu_tanh(xb).double(), F.gelu(xb, approximate="tanh").double()
         assert ((y - ref).abs() <= torch.finfo(torch.bfloat16).eps * ref.abs().clamp_min(1e-2)).all()
 
 
-def test_fast_gelu_swaps_tanh_mlps_only_and_keeps_state_dict() -> None:
-    m = create_model("ViT-Ti_16", num_classes=5, image_size=32, num_layers=2)
-    sd = {k: v.clone() for k, v in m.state_dict().items()}
-    fast_gelu(m)
-    assert all(type(b.mlp).__name__ == "FastGeluMlp" for b in m.blocks)
-    assert sd.keys() == m.state_dict().keys()
-    assert all(torch.equal(sd[k], v) for k, v in m.state_dict().items())
-    exact = create_model("ViT-Ti_16", num_classes=5, image_size=32, num_layers=2, gelu="exact")
-    fast_gelu(exact)
-    assert all(type(b.mlp).__name__ == "Mlp" for b in exact.blocks)
-    copy.deepcopy(m)  # the swapped class stays copyable
+def test_gelu_dispatch_and_the_models_mlp_use() -> None:
+    xb = torch.randn(8, 16).bfloat16().requires_grad_()
+    assert "GeluTanh" in type(gelu(xb, "tanh").grad_fn).__name__
+    assert "GeluTanh" not in type(gelu(xb, "tanh", fast=False).grad_fn).__name__  # the reference: aten
+    assert "GeluTanh" not in type(gelu(xb, "none").grad_fn).__name__  # erf GELU: aten is fast already
+    m = create_model("ViT-Ti_16", num_classes=5, image_size=32, num_layers=1)
+    h = torch.randn(2, 5, 192).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "GeluTanh" in type(m.blocks[0].mlp.act(h).grad_fn).__name__
+        m.set_fast_paths(False)
+        assert "GeluTanh" not in type(m.blocks[0].mlp.act(h).grad_fn).__name__
 
 
 def test_bf16_training_step_matches_the_plain_model() -> None:
     torch.manual_seed(0)
-    plain = create_model("ViT-Ti_16", num_classes=5, image_size=32, patch_size=8, num_layers=2)
-    fast = fast_bf16_training(copy.deepcopy(plain))
+    plain = create_model("ViT-Ti_16", num_classes=5, image_size=32, patch_size=8, num_layers=2).set_fast_paths(False)
+    fast = copy.deepcopy(plain).set_fast_paths(True)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     out = {}
     for name, m in (("plain", plain), ("fast", fast)):

@@ -11,11 +11,12 @@ error against an fp32 reference. That is why this is hand-written: no maintained
 fast CPU tanh-GELU with a backward.
 
 Used only where it pays: bf16 CPU tensors, in training and in the evaluations during training
-(under ``no_grad``; not under ``inference_mode``, where vitkit's inference copy fuses GELU into
-its oneDNN linear anyway). In fp32 the compiled kernel measured slower than aten's (11.0 vs
+(under ``no_grad``; not under ``inference_mode``, where the model's ``fc1`` fuses GELU into its
+oneDNN linear anyway). In fp32 the compiled kernel measured slower than aten's (11.0 vs
 8.2 ms forward+backward). Never inside ``torch.compile`` (inductor fuses the model's own GELU).
 If inductor cannot compile here (no C++ compiler, say), the aten kernel is used and a warning
-says so once.
+says so once. ``Mlp`` of :mod:`vitkit.models.vit` calls :func:`gelu`; under ``inference_mode``
+its ``fc1`` (:class:`vitkit.kernels.Linear`) fuses GELU into the matmul instead.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ._swap import subclass_once
+from .common import tracing
 
 _K = math.sqrt(2.0 / math.pi)
 _C1 = 2.0 * _K  # sigmoid(2z) form: 2z = C1 * x + C2 * x^3
@@ -86,7 +86,7 @@ class _GeluTanh(torch.autograd.Function):
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """``F.gelu(x, approximate="tanh")``, with the compiled kernels where they are faster."""
-    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and not torch.compiler.is_compiling() and not _broken:
+    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and not _broken and not tracing():
         if torch.is_grad_enabled() and x.requires_grad:
             return _GeluTanh.apply(x)
         if not torch.is_inference_mode_enabled():  # evaluation during training runs under no_grad
@@ -96,17 +96,9 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def _gelu_tanh_act(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return gelu_tanh(x)
-
-
-def fast_gelu(model: nn.Module) -> nn.Module:
-    """Give every tanh-GELU MLP of ``model`` the faster CPU training kernel (state_dict unchanged).
-
-    Touches only modules with an ``act`` method and ``approximate == "tanh"`` (vitkit's ``Mlp``);
-    exact-GELU models are left alone (their kernel is already fast). Returns ``model``.
-    """
-    for m in model.modules():
-        if getattr(m, "approximate", None) == "tanh" and callable(getattr(m, "act", None)):
-            m.__class__ = subclass_once(type(m), "FastGelu", {"act": _gelu_tanh_act})
-    return model
+def gelu(x: torch.Tensor, approximate: str = "tanh", fast: bool = True) -> torch.Tensor:
+    """``F.gelu(x, approximate=approximate)``; with ``fast``, the tanh form on the compiled kernels
+    where they are faster (:func:`gelu_tanh`). The exact (erf) form is aten's: already fast."""
+    if fast and approximate == "tanh":
+        return gelu_tanh(x)
+    return F.gelu(x, approximate=approximate)
