@@ -122,7 +122,9 @@ def test_hf_directory_of_another_architecture(tmp_path):
     transformers.ViTForImageClassification(cfg).save_pretrained(tmp_path / "hf")
     cfg_file = tmp_path / "hf" / "config.json"
     cfg_file.write_text(cfg_file.read_text().replace('"intermediate_size": 64', '"intermediate_size": 48'))
-    with pytest.raises(CheckpointError, match=r"shape mismatch for blocks\.0\.mlp\.fc1\.weight: checkpoint \(64, 32\)"):
+    # The message names the config.json field and the tensor that contradicts it.
+    with pytest.raises(CheckpointError, match=r"hf: config field intermediate_size \(vitkit mlp_dim\)=48 does not fit "
+                                              r"the weights: blocks\.0\.mlp\.fc1\.weight has shape \(64, 32\)"):
         vitkit.load_model(tmp_path / "hf")
 
 
@@ -151,3 +153,99 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "garbage.pth" in r.stderr
+
+
+# -- issue 20: integrity, verify=False, old files, what a loaded model is ---------------------------------
+def _tiny_model():
+    torch.manual_seed(0)
+    m = vitkit.create_model("ViT-Ti_16", num_layers=2, hidden_size=32, mlp_dim=64, num_heads=2, patch_size=4,
+                            image_size=8, num_classes=3)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_flipped_tensor_byte_is_caught_unless_verify_false(tmp_path):
+    from safetensors import safe_open
+
+    m = _tiny_model()
+    path = vitkit.save_model(m, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert len(f.metadata()["content_sha256"]) == 64
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10  # inside the last tensor's data
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"flipped\.safetensors: the tensors and config do not match the "
+                                              r"content_sha256"):
+        vitkit.load_model(bad)
+    loaded = vitkit.load_model(bad, verify=False)  # the escape for huge files: loads what is there
+    assert not _same(loaded, m)
+    assert _same(vitkit.load_model(path), m)
+
+
+def test_nan_weights_are_refused_naming_the_tensor(tmp_path):
+    m = _tiny_model()
+    with torch.no_grad():
+        m.blocks[1].mlp.fc2.weight[0, 0] = float("nan")
+    path = vitkit.save_model(m, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match=r"nan\.safetensors: NaN or infinite values in "
+                                              r"blocks\.1\.mlp\.fc2\.weight \(1 of 2048 values\)"):
+        vitkit.load_model(path)
+    assert torch.isnan(vitkit.load_model(path, verify=False).blocks[1].mlp.fc2.weight[0, 0])
+
+
+def test_vitkit_files_of_version_1_without_a_hash_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    m = _tiny_model()
+    path = tmp_path / "old.safetensors"  # what vitkit wrote before format version 2
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path),
+              metadata={"format": "vitkit", "format_version": "1", "config": m.config.to_json()})
+    assert _same(vitkit.load_model(path), m)
+
+
+def test_loaded_parameters_are_trainable_and_not_tied(tmp_path):
+    # Loading assigns the file's tensors to a meta-built model: they must be ordinary, separate parameters.
+    m = _tiny_model()
+    for path in (vitkit.save_model(m, tmp_path / "m.safetensors"), vitkit.save_model(m, tmp_path / "m.npz")):
+        loaded = vitkit.load_model(path)
+        params = list(loaded.parameters())
+        assert params and all(p.requires_grad and p.is_leaf and p.device.type == "cpu" for p in params)
+        ptrs = [p.untyped_storage().data_ptr() for p in params]
+        assert len(set(ptrs)) == len(ptrs)
+        assert not any(t.is_meta for t in [*params, *loaded.buffers()])
+        loaded.train()(torch.rand(2, 3, 8, 8)).sum().backward()
+        assert all(p.grad is not None for p in params if p is not loaded.head.weight)
+
+
+def test_hostile_sizes_are_refused_by_field_before_building(tmp_path, monkeypatch):
+    # A config that would need ~200 GB (10**6 blocks) or 1.6 PB (10**7 px) is refused by its field,
+    # and nothing is built: no model is constructed at all, not even on the meta device.
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    from vitkit.checkpoints import validate
+
+    m = _tiny_model()
+    built = []
+    monkeypatch.setattr(validate, "build_model", lambda cfg: built.append(cfg))
+    for field, value, expect in (("num_layers", 10**6, r"num_layers=1000000: expected an integer in \[0, 1024\]"),
+                                 ("image_size", 10**7, r"image_size=10000000: expected an integer in \[1, 65536\]"),
+                                 ("num_layers", 1000, r"num_layers=1000 does not fit the weights: the file holds 2 "
+                                                      r"encoder blocks"),
+                                 ("image_size", 60000, r"image_size=\(60000, 60000\) does not fit the weights")):
+        cfg = {**m.config.to_dict(), field: value}
+        path = tmp_path / f"{field}.safetensors"
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path),
+                  metadata={"format": "vitkit", "format_version": "1", "config": _json.dumps(cfg)})
+        with pytest.raises(CheckpointError, match=rf"{field}\.safetensors: .*{expect}"):
+            vitkit.load_model(path)
+    assert built == []

@@ -80,7 +80,8 @@ def adapt_model(
 
 
 def load_model(
-    source: str | os.PathLike[str], *, format: str | None = None, progress: bool = True, **overrides: Any
+    source: str | os.PathLike[str], *, format: str | None = None, progress: bool = True, verify: bool = True,
+    **overrides: Any,
 ) -> nn.Module:
     """Read a model (architecture and weights) from any source; returns it in eval mode.
 
@@ -89,7 +90,9 @@ def load_model(
     the official catalogue (``imagenet21k/ViT-B_16``; see :mod:`vitkit.checkpoints.sources`).
     ``overrides``: ``num_classes``, ``image_size``, ``representation_size`` (see
     :func:`adapt_model`) and config fields the file cannot tell (``num_heads=`` for a bare timm
-    state dict). Nothing is ever unpickled.
+    state dict). Nothing is ever unpickled. Every file is validated before anything is allocated
+    (``checkpoints.validate``); ``verify=False`` skips the checks that read every byte once more
+    (a vitkit file's ``content_sha256``, zip CRC-32s, the NaN/inf scan), for huge files.
     """
     from .sources import resolve
 
@@ -100,7 +103,7 @@ def load_model(
     hints = {k: overrides.pop(k) for k in list(overrides) if k in _READ_HINTS}
     if fmt.name == "npz":  # the catalogue's model name, unless the caller names it
         hints = {**resolved.hints, **hints}
-    model = fmt.read(p, **hints)
+    model = fmt.read(p, verify=verify, **hints)
     model = adapt_model(model, **overrides)
     return model.eval()
 

@@ -17,15 +17,16 @@ class Format:
     name: str
     description: str
     detect: Callable[[Path], bool]
-    # read(path, **hints) -> model; hints are config fields the file cannot tell.
+    # read(path, verify=True, **hints) -> model; hints are config fields the file cannot tell;
+    # verify=False skips the integrity checks that read every byte (hash, NaN/inf scan).
     read: Callable[..., nn.Module]
     # write(model, path, **options)
     write: Callable[..., Any] | None
     suffixes: tuple[str, ...] = ()
 
 
-def _read_native(path: Path, **hints: Any) -> nn.Module:
-    model = native.load_native(path)
+def _read_native(path: Path, verify: bool = True, **hints: Any) -> nn.Module:
+    model = native.load_native(path, verify)
     if hints:
         # The file records its config; a hint given anyway is an explicit override of it.
         from .api import adapt_model

@@ -17,6 +17,8 @@ import json
 import os
 import pickle
 import re
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.config import ViTConfig
-from ..models.registry import build_model
 from .errors import CheckpointError, _shape, check_state_dict
+from .validate import build_checked, check_dtypes, parse_config
 
 # transformers' ACT2FN names -> our GELU variant (gelu_new/gelu_fast are the same tanh formula).
 _ACT = {"gelu": "exact", "gelu_python": "exact", "gelu_pytorch_tanh": "tanh", "gelu_new": "tanh",
@@ -64,8 +66,25 @@ def _unpickler_detail(e: Exception) -> str:
     return detail[:200] or type(e).__name__
 
 
-def read_tensor_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or ``torch.save`` file, never unpickling arbitrary objects."""
+def _check_zip_crc(path: Path) -> None:
+    """A ``torch.save`` zip archive stores a CRC-32 per record that ``torch.load`` never checks;
+    checking it (one more read of the file, ~1 GB/s) turns flipped bytes into an error."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    # NotImplementedError: zipfile's answer to a damaged version or compression-method field.
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch zip archive ({type(e).__name__}: {e})") from e
+    if bad is not None:
+        raise CheckpointError(f"{path}: record {bad!r} fails its CRC-32 check: the file is corrupt; copy it again")
+
+
+def read_tensor_file(path: str | os.PathLike[str], mmap: bool = False, verify: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or ``torch.save`` file, never unpickling arbitrary objects.
+
+    ``verify``: also check the CRC-32 of every record of a zip-format ``torch.save`` file (safetensors
+    files have no checksum to check).
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
@@ -73,6 +92,8 @@ def read_tensor_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[s
                 return {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if verify and zipfile.is_zipfile(path):  # the legacy (pre-1.6) format has no checksum
+        _check_zip_crc(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
@@ -94,6 +115,11 @@ def read_tensor_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[s
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(map(str, bad[:10]))}")
+    # weights_only still admits sparse, quantized and meta tensors: none of them is a ViT weight.
+    odd = [f"{k} ({'quantized' if v.is_quantized else v.layout}, {v.device.type})" for k, v in obj.items()
+           if v.layout != torch.strided or v.device.type != "cpu" or v.is_quantized]
+    if odd:
+        raise CheckpointError(f"{path}: tensors that are not dense CPU tensors: {', '.join(map(str, odd[:10]))}")
     out = {str(k): v for k, v in obj.items()}
     if out and all(k.startswith("module.") for k in out):  # saved from DistributedDataParallel
         out = {k[len("module."):]: v for k, v in out.items()}
@@ -152,6 +178,7 @@ def hf_state_to_ours(state: Mapping[str, torch.Tensor], source: str) -> dict[str
         raise CheckpointError(
             f"{source}: tensors with no place in a ViT: " + ", ".join(f"{k} {_shape(state[k])}" for k in unknown[:20])
         )
+    check_dtypes({k: v.dtype for k, v in ours.items()}, source)  # before torch.cat could promote them
     i = 0
     while f"blocks.{i}.q.weight" in ours or f"blocks.{i}.k.weight" in ours:
         for leaf in ("weight", "bias"):
@@ -159,58 +186,85 @@ def hf_state_to_ours(state: Mapping[str, torch.Tensor], source: str) -> dict[str
             if any(p is None for p in parts):
                 missing = [f"layer {i} {t}.{leaf}" for t, p in zip("qkv", parts) if p is None]
                 raise CheckpointError(f"{source}: missing tensors: {', '.join(missing)}")
-            ours[f"blocks.{i}.attn.qkv.{leaf}"] = torch.cat(parts, dim=0)
+            shapes = [tuple(p.shape) for p in parts]  # type: ignore[union-attr]
+            if len(set(shapes)) != 1 or len(shapes[0]) != (2 if leaf == "weight" else 1):
+                raise CheckpointError(
+                    f"{source}: layer {i} query/key/value {leaf} shapes {shapes}; expected three equal "
+                    f"{'(hidden, hidden)' if leaf == 'weight' else '(hidden,)'} tensors"
+                )
+            ours[f"blocks.{i}.attn.qkv.{leaf}"] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
         i += 1
     return ours
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+# Our config fields -> the names in an HF config.json (for messages that name the file's field).
+HF_ALIASES = {
+    "hidden_size": "hidden_size", "mlp_dim": "intermediate_size", "num_heads": "num_attention_heads",
+    "num_layers": "num_hidden_layers", "dropout_rate": "hidden_dropout_prob",
+    "attention_dropout_rate": "attention_probs_dropout_prob", "image_size": "image_size", "patch_size": "patch_size",
+    "in_chans": "num_channels", "layer_norm_eps": "layer_norm_eps", "name": "vitkit_name",
+    "class_names": "id2label", "mean": "image_mean", "std": "image_std",
+}
+
+
+def _dim(state: Mapping[str, torch.Tensor], key: str, axis: int, ndim: int, source: str) -> int:
+    t = state[key]
+    if t.dim() != ndim:
+        raise CheckpointError(f"{source}: {key} has shape {_shape(t)}; expected {ndim} dimensions")
+    return int(t.shape[axis])
+
+
+def _class_names(hf: Mapping[str, Any], num_classes: int, source: str) -> tuple[str, ...] | None:
+    id2label = hf.get("id2label") or {}
+    if not isinstance(id2label, Mapping):
+        raise CheckpointError(f"{source}: id2label={id2label!r}: expected a mapping of class index to name")
+    if not (num_classes and len(id2label) == num_classes):
+        return None
+    names = [id2label.get(str(i), id2label.get(i, "")) for i in range(num_classes)]
+    if not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{source}: id2label holds names that are not strings: {names[:5]!r}")
+    return tuple(names) if names != [f"LABEL_{i}" for i in range(num_classes)] else None
 
 
 def config_from_hf(
     hf: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str,
     preprocessor: Mapping[str, Any] | None = None, **hints: Any,
 ) -> ViTConfig:
-    """Our config for an HF ViT config (dict) and its (our-named) state dict."""
+    """Our config for an HF ViT config (dict) and its (our-named) state dict.
+
+    Values are passed on as they are, never converted: ``"768"`` or ``768.5`` for a size is an
+    error naming the config.json field (:func:`validate.parse_config`).
+    """
     act = hf.get("hidden_act", "gelu")
-    if act not in _ACT:
+    if not isinstance(act, str) or act not in _ACT:
         raise CheckpointError(f"{source}: hidden_act={act!r} is not a GELU variant vitkit computes ({sorted(_ACT)})")
-    if not hf.get("qkv_bias", True):
-        raise CheckpointError(f"{source}: qkv_bias=False; the ViT of the paper has query/key/value biases")
+    qkv_bias = hf.get("qkv_bias", True)
+    if qkv_bias is not True:
+        raise CheckpointError(f"{source}: qkv_bias={qkv_bias!r}; the ViT of the paper has query/key/value biases")
     has_pooler = "pre_logits.weight" in state
-    num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else 0
+    num_classes = _dim(state, "head.weight", 0, 2, source) if "head.weight" in state else 0
     if has_pooler and num_classes:
         raise CheckpointError(f"{source}: both a pooler and a classifier; HF's classifier does not use the pooler")
     if has_pooler and hf.get("pooler_act", "tanh") != "tanh":
         raise CheckpointError(f"{source}: pooler_act={hf.get('pooler_act')!r}; the representation layer is tanh")
-    class_names = None
-    id2label = hf.get("id2label") or {}
-    if num_classes and len(id2label) == num_classes:
-        names = [str(id2label.get(str(i), id2label.get(i, ""))) for i in range(num_classes)]
-        if names != [f"LABEL_{i}" for i in range(num_classes)]:
-            class_names = tuple(names)
     fields: dict[str, Any] = dict(
         name=hf.get("vitkit_name") or hf.get("_name_or_path") or "hf-vit",
-        patch_size=_pair(hf.get("patch_size", 16)), hidden_size=int(hf.get("hidden_size", 768)),
-        mlp_dim=int(hf.get("intermediate_size", 3072)), num_heads=int(hf.get("num_attention_heads", 12)),
-        num_layers=int(hf.get("num_hidden_layers", 12)),
-        dropout_rate=float(hf.get("hidden_dropout_prob", 0.0)),
-        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.0)),
-        classifier="token", representation_size=int(state["pre_logits.weight"].shape[0]) if has_pooler else None,
-        num_classes=num_classes, image_size=_pair(hf.get("image_size", 224)), in_chans=int(hf.get("num_channels", 3)),
-        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)), gelu=_ACT[act], class_names=class_names,
+        patch_size=hf.get("patch_size", 16), hidden_size=hf.get("hidden_size", 768),
+        mlp_dim=hf.get("intermediate_size", 3072), num_heads=hf.get("num_attention_heads", 12),
+        num_layers=hf.get("num_hidden_layers", 12), dropout_rate=hf.get("hidden_dropout_prob", 0.0),
+        attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.0), classifier="token",
+        representation_size=_dim(state, "pre_logits.weight", 0, 2, source) if has_pooler else None,
+        num_classes=num_classes, image_size=hf.get("image_size", 224), in_chans=hf.get("num_channels", 3),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12), gelu=_ACT[act],
+        class_names=_class_names(hf, num_classes, source),
     )
     if preprocessor and preprocessor.get("do_normalize", True):
         if "image_mean" in preprocessor and "image_std" in preprocessor:
-            fields["mean"], fields["std"] = tuple(preprocessor["image_mean"]), tuple(preprocessor["image_std"])
+            fields["mean"], fields["std"] = preprocessor["image_mean"], preprocessor["image_std"]
     fields.update(hints)
-    if "name" in fields and "/" in str(fields["name"]) and "name" not in hints:
-        fields["name"] = str(fields["name"]).rstrip("/").rsplit("/", 1)[-1]
-    try:
-        cfg = ViTConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: cannot build a vitkit config: {e}") from e
+    if isinstance(fields["name"], str) and "/" in fields["name"] and "name" not in hints:
+        fields["name"] = fields["name"].rstrip("/").rsplit("/", 1)[-1]
+    cfg = parse_config(fields, source, aliases=HF_ALIASES, what="Hugging Face config")
     if not cfg.has_class_token:
         raise CheckpointError(
             f"{source}: classifier={cfg.classifier!r} has no class token, but an HF ViT always has one"
@@ -220,12 +274,14 @@ def config_from_hf(
 
 def _infer_hf_dict(state: Mapping[str, torch.Tensor], source: str, hints: Mapping[str, Any]) -> dict[str, Any]:
     """An HF config for a bare state dict (no config.json): shapes, HF defaults, hints."""
-    try:
-        proj = state["embedding.weight"]
-        pos = state["pos_embedding"]
-        fc1 = state["blocks.0.mlp.fc1.weight"]
-    except KeyError as e:
-        raise CheckpointError(f"{source}: missing tensor {e.args[0]} needed to infer the architecture") from e
+    for need in ("embedding.weight", "pos_embedding", "blocks.0.mlp.fc1.weight"):
+        if need not in state:
+            raise CheckpointError(f"{source}: missing tensor {need} needed to infer the architecture")
+    proj, pos = state["embedding.weight"], state["pos_embedding"]
+    _dim(state, "embedding.weight", 0, 4, source)
+    _dim(state, "pos_embedding", 1, 3, source)
+    fc1 = state["blocks.0.mlp.fc1.weight"]
+    _dim(state, "blocks.0.mlp.fc1.weight", 0, 2, source)
     hidden = int(proj.shape[0])
     layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
     grid = int(round((pos.shape[1] - 1) ** 0.5))
@@ -234,7 +290,7 @@ def _infer_hf_dict(state: Mapping[str, torch.Tensor], source: str, hints: Mappin
     if "num_heads" not in hints:  # no hidden // 64 guess: ViT-H/14 has 16 heads of 80
         raise CheckpointError(f"{source}: a state dict without config.json does not store its number of heads "
                               f"(hidden size {hidden}); pass num_heads=")
-    heads = int(hints["num_heads"])
+    heads = hints["num_heads"]  # checked as it is (an integer) by parse_config
     return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 intermediate_size=int(fc1.shape[0]), patch_size=[int(proj.shape[2]), int(proj.shape[3])],
                 image_size=[grid * int(proj.shape[2]), grid * int(proj.shape[3])], num_channels=int(proj.shape[1]))
@@ -242,25 +298,38 @@ def _infer_hf_dict(state: Mapping[str, torch.Tensor], source: str, hints: Mappin
 
 def build_from_state(
     hf_config: Mapping[str, Any] | None, state: Mapping[str, torch.Tensor], source: str,
-    preprocessor: Mapping[str, Any] | None = None, **hints: Any,
+    preprocessor: Mapping[str, Any] | None = None, verify: bool = True, **hints: Any,
 ) -> nn.Module:
-    """A vitkit model from an HF state dict (either naming) and its config (None: infer from shapes)."""
+    """A vitkit model from an HF state dict (either naming) and its config (None: infer from shapes).
+
+    The config is validated and compared with the tensors' shapes before anything is allocated
+    (:mod:`.validate`).
+    """
     ours = hf_state_to_ours(_strip_prefix(state), source)
     if hf_config is None:
         hf_config = _infer_hf_dict(ours, source, hints)
     cfg = config_from_hf(hf_config, ours, source, preprocessor, **hints)
-    model = build_model(cfg)
-    check_state_dict(source, model.state_dict(), ours)
-    model.load_state_dict(ours, strict=True)
-    return model
+    return build_checked(cfg, ours, source, aliases=HF_ALIASES, verify=verify)
 
 
 # -- the format: files and directories ---------------------------------------------------------------
+# A config.json is a few kB; a bigger one is not a config (and must not be read into memory whole).
+MAX_JSON_BYTES = 16 * 2**20
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({e})") from e
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {size} bytes; a JSON config of at most {MAX_JSON_BYTES} bytes is expected")
+        d = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: unreadable JSON ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: holds a JSON {type(d).__name__}; expected an object of fields")
+    return d
 
 
 def _is_hf_dir(path: Path) -> bool:
@@ -268,9 +337,13 @@ def _is_hf_dir(path: Path) -> bool:
     if not (path.is_dir() and cfg.is_file()):
         return False
     try:
+        if cfg.stat().st_size > MAX_JSON_BYTES:
+            return True  # claimed, so that reading says what is wrong with it
         return json.loads(cfg.read_text()).get("model_type") == "vit"
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        # An unreadable config.json: claim the directory so that reading reports why, instead of
+        # "unknown checkpoint format". A readable one of another model_type is not ours.
+        return True
 
 
 def looks_like_hf(keys: list[str]) -> bool:
@@ -283,36 +356,41 @@ def is_hf(path: Path) -> bool:
     return path.is_file() and looks_like_hf(_peek_keys(path))
 
 
-def _dir_weights(path: Path) -> dict[str, torch.Tensor]:
+def _dir_weights(path: Path, verify: bool = True) -> dict[str, torch.Tensor]:
     single = path / "model.safetensors"
     index = path / "model.safetensors.index.json"
     if single.is_file():
         return read_tensor_file(single)
     if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
-        if not shards:
-            raise CheckpointError(f"{index}: no weight_map")
+        wmap = _read_json(index).get("weight_map")
+        if not isinstance(wmap, dict) or not wmap:
+            raise CheckpointError(f"{index}: no weight_map (a mapping of tensor name to shard file)")
+        shards = sorted(set(wmap.values()))
+        # Shards are files in this directory: a path elsewhere ("../x", "/etc/x") is refused.
+        bad = [s for s in shards if not isinstance(s, str) or Path(s).name != s or s in ("", ".", "..")]
+        if bad:
+            raise CheckpointError(f"{index}: weight_map names shards outside the directory: {bad[:5]!r}")
         state: dict[str, torch.Tensor] = {}
         for s in shards:
             state.update(read_tensor_file(path / s))
         return state
     if (path / "pytorch_model.bin").is_file():
-        return read_tensor_file(path / "pytorch_model.bin")
+        return read_tensor_file(path / "pytorch_model.bin", verify=verify)
     raise CheckpointError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
-def read_hf(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
+def read_hf(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> nn.Module:
     path = Path(path)
     if path.is_dir():
         hf_config = _read_json(path / "config.json")
         pre = path / "preprocessor_config.json"
         preprocessor = _read_json(pre) if pre.is_file() else None
-        return build_from_state(hf_config, _dir_weights(path), str(path), preprocessor, **hints)
-    state = read_tensor_file(path)
+        return build_from_state(hf_config, _dir_weights(path, verify), str(path), preprocessor, verify, **hints)
+    state = read_tensor_file(path, verify=verify)
     # A weights file inside a save_pretrained directory: use its config.
     sibling = path.parent / "config.json"
     hf_config = _read_json(sibling) if _is_hf_dir(path.parent) else None
-    return build_from_state(hf_config, state, str(path), **hints)
+    return build_from_state(hf_config, state, str(path), verify=verify, **hints)
 
 
 def hf_config_dict(cfg: ViTConfig) -> dict[str, Any]:

@@ -30,8 +30,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.config import ResNetConfig, ViTConfig
-from ..models.registry import build_model, get_config, list_models
+from ..models.registry import get_config, list_models
 from .errors import CheckpointError, _shape, check_state_dict
+from .validate import check_dtypes, check_finite, check_npz_members, materialise, meta_model, parse_config
 
 RELEASED = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
 LINEN = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
@@ -50,7 +51,7 @@ def is_npz(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError):
         return False
     return bool(names) and all(n.endswith(".npy") for n in names)
 
@@ -58,9 +59,11 @@ def is_npz(path: Path) -> bool:
 def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` (never unpickling); errors name the file and the member."""
     path = Path(path)
+    check_npz_members(path)  # headers first: NumPy allocates whatever shape a header declares
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    # zipfile raises NotImplementedError for a damaged version or compression-method field.
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
         raise CheckpointError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from e
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CheckpointError(f"{path}: a single .npy array, not an .npz archive of named parameters")
@@ -71,7 +74,14 @@ def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         for key in tqdm(archive.files, desc=f"reading {path.name}", unit="tensor", disable=not big, leave=False):
             try:
                 out[key] = np.asarray(archive[key])
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise CheckpointError(
+                        f"{path}: tensor {key!r} holds pickled Python objects; refusing to unpickle (it could run "
+                        "code), and a model parameter is never an object array"
+                    ) from e
+                raise CheckpointError(f"{path}: tensor {key!r} is corrupt or truncated (ValueError: {e})") from e
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as e:
                 raise CheckpointError(
                     f"{path}: tensor {key!r} is corrupt or truncated ({type(e).__name__}: {e})"
                 ) from e
@@ -250,10 +260,10 @@ def _config(fields: dict[str, Any], hints: Mapping[str, Any], source: str, told:
         if k in told and fields[k] != v:
             raise CheckpointError(f"{source}: {k}={v!r} contradicts the checkpoint, which has {k}={fields[k]!r}")
     fields = {**fields, **hints}
-    try:
-        cfg = ViTConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: cannot build a model config: {e}") from e
+    if isinstance(fields.get("resnet"), ResNetConfig):  # parse_config takes the JSON form
+        r = fields["resnet"]
+        fields["resnet"] = {"num_layers": list(r.num_layers), "width_factor": r.width_factor}
+    cfg = parse_config(fields, source, what="config inferred from the .npz")
     return cfg if "name" in hints else cfg.replace(name=_known_name(cfg))
 
 
@@ -360,9 +370,14 @@ def _from_flax(kind: str, arrs: list[np.ndarray]) -> np.ndarray:
     return a
 
 
-def params_to_model(arrays: Mapping[str, np.ndarray], source: str, **hints: Any) -> nn.Module:
-    """Build the model an official parameter tree describes and load it (strictly)."""
+def params_to_model(arrays: Mapping[str, np.ndarray], source: str, verify: bool = True, **hints: Any) -> nn.Module:
+    """Build the model an official parameter tree describes and load it (strictly).
+
+    The architecture is inferred from the shapes and checked against every array on the ``meta``
+    device; memory is only allocated for the converted weights (``verify``: also refuse NaN/inf).
+    """
     arrays = _normalise_keys(dict(arrays), source)
+    check_dtypes({k: v.dtype for k, v in arrays.items()}, source)
     cfg = infer_config(arrays, source, **hints)
     if "pos_embedding" in arrays and POSEMB not in arrays:
         arrays[POSEMB] = arrays.pop("pos_embedding")
@@ -373,7 +388,7 @@ def params_to_model(arrays: Mapping[str, np.ndarray], source: str, **hints: Any)
             # for the class token computes the same thing.
             arrays[POSEMB] = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
     naming = _block_names(arrays, source) if cfg.transformer else RELEASED
-    model = build_model(cfg)
+    model = meta_model(cfg)
     ours = model.state_dict()
     rules = _rules(cfg, list(ours), naming)
     heads = cfg.num_heads
@@ -397,8 +412,9 @@ def params_to_model(arrays: Mapping[str, np.ndarray], source: str, **hints: Any)
     for k, (kind, names) in rules.items():
         arrs = [arrays[n].reshape(expected[n]) for n in names]
         state[k] = torch.from_numpy(np.ascontiguousarray(_from_flax(kind, arrs))).to(ours[k].dtype)
-    model.load_state_dict(state, strict=True)
-    return model
+    if verify:
+        check_finite(state, source)
+    return materialise(model, state, source)
 
 
 def model_to_params(model: nn.Module, naming: str = "released") -> dict[str, np.ndarray]:
@@ -426,8 +442,8 @@ def model_to_params(model: nn.Module, naming: str = "released") -> dict[str, np.
 
 
 # -- format entry points -----------------------------------------------------------------------
-def read_npz(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
-    return params_to_model(read_arrays(path), str(path), **hints)
+def read_npz(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> nn.Module:
+    return params_to_model(read_arrays(path), str(path), verify, **hints)
 
 
 def save_npz(model: nn.Module, path: str | os.PathLike[str], naming: str = "released") -> Path:

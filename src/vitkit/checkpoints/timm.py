@@ -35,10 +35,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.config import ViTConfig
-from ..models.registry import build_model
-from .errors import CheckpointError, _shape, check_state_dict
-from .hf import TORCH_SUFFIXES, _peek_keys, read_tensor_file
+from .errors import CheckpointError, _shape
+from .hf import MAX_JSON_BYTES, TORCH_SUFFIXES, _dim, _peek_keys, _read_json, read_tensor_file
 from .timm_archs import HEADS, SPECIAL
+from .validate import build_checked, check_dtypes, parse_config
 
 _UNSUPPORTED = {
     "patch_embed.backbone.": "hybrid (ResNet) stems; load the official .npz instead",
@@ -86,6 +86,10 @@ def _told_by_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
     told: dict[str, Any] = {}
     arch = str(cfg.get("architecture") or "").split(".")[0]
     args = cfg.get("model_args") or {}
+    pre = cfg.get("pretrained_cfg") or {}
+    for key, d in (("model_args", args), ("pretrained_cfg", pre)):
+        if not isinstance(d, Mapping):
+            raise CheckpointError(f"{source}: config.json {key}={d!r}: expected an object")
     if arch in SPECIAL:
         heads, gelu, eps = SPECIAL[arch]
         if gelu is None:
@@ -94,7 +98,7 @@ def _told_by_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
     elif arch in HEADS:
         told["num_heads"] = HEADS[arch]
     if "num_heads" in args:
-        told["num_heads"] = int(args["num_heads"])
+        told["num_heads"] = args["num_heads"]  # checked as it is (an integer) by parse_config
     act = args.get("act_layer")
     if act is not None:
         if act not in ("gelu", "gelu_tanh"):
@@ -102,22 +106,26 @@ def _told_by_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
         told["gelu"] = "exact" if act == "gelu" else "tanh"
     if arch:
         told["name"] = arch
-    pre = cfg.get("pretrained_cfg") or {}
     if pre.get("mean") is not None and pre.get("std") is not None:
-        told["mean"], told["std"] = tuple(pre["mean"]), tuple(pre["std"])
+        told["mean"], told["std"] = pre["mean"], pre["std"]
     names = cfg.get("label_names") or pre.get("label_names")
     k = cfg.get("num_classes")
-    if names and (k is None or len(names) == int(k)):
-        told["class_names"] = tuple(str(n) for n in names)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
+        raise CheckpointError(f"{source}: config.json num_classes={k!r}: expected an integer")
+    if names is not None and not isinstance(names, list):
+        raise CheckpointError(f"{source}: config.json label_names={names!r}: expected a list of class names")
+    if names and (k is None or len(names) == k):
+        told["class_names"] = names  # a list of strings, checked by parse_config
     return told
 
 
 def timm_state_to_model(
     state: Mapping[str, torch.Tensor], source: str, *, timm_config: Mapping[str, Any] | None = None,
-    vitkit_config: ViTConfig | None = None, **hints: Any,
+    vitkit_config: ViTConfig | None = None, verify: bool = True, **hints: Any,
 ) -> nn.Module:
     """Build the model a timm ViT state dict describes and load it strictly. ``timm_config``: a
-    timm ``config.json``; ``vitkit_config``: what vitkit's export recorded; ``hints``: the caller's."""
+    timm ``config.json``; ``vitkit_config``: what vitkit's export recorded; ``hints``: the caller's.
+    Validated before anything is allocated (:mod:`.validate`)."""
     bad = sorted({why for k in state for pat, why in _UNSUPPORTED.items() if pat in k or k.startswith(pat)})
     if bad:
         raise CheckpointError(f"{source}: timm ViT with {', '.join(bad)}: not supported by vitkit")
@@ -137,6 +145,9 @@ def timm_state_to_model(
     for need in ("embedding.weight", "pos_embedding", "blocks.0.mlp.fc1.weight"):
         if need not in ours:
             raise CheckpointError(f"{source}: missing tensor {need} needed to infer the architecture")
+    check_dtypes({k: v.dtype for k, v in ours.items()}, source)
+    _dim(ours, "embedding.weight", 0, 4, source)
+    _dim(ours, "blocks.0.mlp.fc1.weight", 0, 2, source)
     has_fc_norm = any(k.startswith("fc_norm.") for k in ours)
     has_norm = any(k.startswith("norm.") for k in ours)
     has_cls = "cls" in ours
@@ -148,6 +159,8 @@ def timm_state_to_model(
             "(vitkit's gap mode has no class token)"
         )
     tc = timm_config or {}
+    if not isinstance(tc.get("model_args") or {}, Mapping):
+        raise CheckpointError(f"{source}: config.json model_args={tc.get('model_args')!r}: expected an object")
     pool = (tc.get("model_args") or {}).get("global_pool", tc.get("global_pool"))
     if pool not in (None, "", "token" if has_cls else "avg"):
         # e.g. a class token with global_pool='avg', fc_norm=False: the tensors alone would read as token pooling
@@ -184,44 +197,34 @@ def timm_state_to_model(
     layers = len({k.split(".")[1] for k in ours if k.startswith("blocks.")})
     fields: dict[str, Any] = dict(
         name="timm-vit", patch_size=(int(proj.shape[2]), int(proj.shape[3])), hidden_size=hidden,
-        mlp_dim=int(ours["blocks.0.mlp.fc1.weight"].shape[0]), num_heads=int(heads), num_layers=layers,
+        mlp_dim=int(ours["blocks.0.mlp.fc1.weight"].shape[0]), num_heads=heads, num_layers=layers,
         classifier="token" if has_cls else "gap",
-        representation_size=int(ours["pre_logits.weight"].shape[0]) if "pre_logits.weight" in ours else None,
-        num_classes=int(ours["head.weight"].shape[0]) if "head.weight" in ours else 0,
+        representation_size=_dim(ours, "pre_logits.weight", 0, 2, source) if "pre_logits.weight" in ours else None,
+        num_classes=_dim(ours, "head.weight", 0, 2, source) if "head.weight" in ours else 0,
         image_size=(side * int(proj.shape[2]), side * int(proj.shape[3])), in_chans=int(proj.shape[1]),
         layer_norm_eps=1e-6, gelu="exact", norm_after_pool=has_fc_norm,
     )
     fields.update(told)
     fields.update(hints)
-    try:
-        cfg = ViTConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: cannot build a vitkit config: {e}") from e
+    cfg = parse_config(fields, source, what="config of the timm state dict")
     if cfg.has_class_token != has_cls:
         raise CheckpointError(
             f"{source}: classifier={cfg.classifier!r} {'needs' if cfg.has_class_token else 'has no'} class token, "
             f"but the file {'has one' if has_cls else 'has none'}"
         )
+    if vitkit_config is not None:  # the rest of what vitkit's export recorded must agree with the tensors
+        for f in ("num_layers", "hidden_size", "mlp_dim", "patch_size", "image_size", "in_chans", "num_classes",
+                  "representation_size", "norm_after_pool", "transformer"):
+            if getattr(vitkit_config, f) != getattr(cfg, f):
+                raise CheckpointError(f"{source}: vitkit_config field {f}={getattr(vitkit_config, f)!r} contradicts "
+                                      f"the tensors, which give {f}={getattr(cfg, f)!r}")
     k = (timm_config or {}).get("num_classes")
-    if k is not None and int(k) != cfg.num_classes:
+    if k is not None and k != cfg.num_classes:
         raise CheckpointError(f"{source}: config.json says num_classes={k}, the head has {cfg.num_classes} outputs")
-    model = build_model(cfg)
-    check_state_dict(source, model.state_dict(), ours)
-    model.load_state_dict(ours, strict=True)
-    return model
+    return build_checked(cfg, ours, source, verify=verify)
 
 
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({e})") from e
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{path}: not a JSON object")
-    return d
 
 
 def _timm_config_json(path: Path) -> dict[str, Any] | None:
@@ -229,8 +232,10 @@ def _timm_config_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            return None  # not a config; read_timm of a folder then says it is not a timm config
         d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     return d if isinstance(d, dict) and "architecture" in d and "model_type" not in d else None
 
@@ -257,12 +262,13 @@ def _vitkit_metadata(path: Path) -> ViTConfig | None:
     if raw is None:
         return None
     try:
-        return ViTConfig.from_json(raw)
-    except (ValueError, TypeError, KeyError) as e:
+        fields = json.loads(raw) if isinstance(raw, str) else raw
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: invalid vitkit_config recorded by vitkit's timm export ({e})") from e
+    return parse_config(fields, str(path), what="vitkit_config recorded by vitkit's timm export")
 
 
-def read_timm(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
+def read_timm(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> nn.Module:
     path = Path(path)
     if path.is_dir():
         weights = next((path / w for w in _WEIGHTS if (path / w).is_file()), None)
@@ -271,10 +277,11 @@ def read_timm(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
         cfg_json = _timm_config_json(path / "config.json")
         if cfg_json is None:
             raise CheckpointError(f"{path / 'config.json'}: not a timm config (no 'architecture')")
-        return timm_state_to_model(read_tensor_file(weights), str(weights), timm_config=cfg_json, **hints)
+        return timm_state_to_model(read_tensor_file(weights, verify=verify), str(weights), timm_config=cfg_json,
+                                   verify=verify, **hints)
     cfg_json = _timm_config_json(path.parent / "config.json") or _timm_config_json(path.with_suffix(".json"))
-    return timm_state_to_model(read_tensor_file(path), str(path), timm_config=cfg_json,
-                               vitkit_config=_vitkit_metadata(path), **hints)
+    return timm_state_to_model(read_tensor_file(path, verify=verify), str(path), timm_config=cfg_json,
+                               vitkit_config=_vitkit_metadata(path), verify=verify, **hints)
 
 
 def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

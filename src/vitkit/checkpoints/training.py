@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.config import ViTConfig
-from ..models.registry import build_model
-from .errors import CheckpointError, check_state_dict
+from .errors import CheckpointError
+from .hf import _check_zip_crc
+from .validate import build_checked, parse_config
 
 
 def _load(path: Path, mmap: bool) -> Any:
@@ -37,27 +37,27 @@ def is_training_checkpoint(path: Path) -> bool:
     return isinstance(meta, Mapping) and "model" in obj and "optimizer" in obj and "step" in meta
 
 
-def read_training_checkpoint(path: str | os.PathLike[str], **hints: Any) -> nn.Module:
+def read_training_checkpoint(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> nn.Module:
     path = Path(path)
+    if verify:
+        _check_zip_crc(path)  # torch.load never checks the archive's CRC-32s
     try:
         st = _load(path, mmap=False)
     except Exception as e:  # noqa: BLE001 - a truncated file raises anything from the zip reader
         raise CheckpointError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
-    meta = st["meta"]
-    raw = meta.get("model_config")
+    meta = st.get("meta") if isinstance(st, Mapping) else None
+    raw = meta.get("model_config") if isinstance(meta, Mapping) else None
     if not raw:
         raise CheckpointError(f"{path}: training checkpoint without meta.model_config; the architecture is unknown")
     try:
-        cfg = ViTConfig.from_json(raw)
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: invalid meta.model_config ({e})") from e
-    state = st["model"]
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: 'model' is a {type(state).__name__}, not a state dict")
-    model = build_model(cfg)
-    ours = model.state_dict()
-    check_state_dict(str(path), ours, state)
-    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()}, strict=True)
+        fields = json.loads(raw) if isinstance(raw, str) else raw
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: meta.model_config is not valid JSON ({e})") from e
+    cfg = parse_config(fields, str(path), what="meta.model_config")
+    state = st.get("model")
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: 'model' is a {type(state).__name__}, not a state dict of tensors")
+    model = build_checked(cfg, {str(k): v for k, v in state.items()}, str(path), verify=verify)
     if hints:
         from .api import adapt_model
 

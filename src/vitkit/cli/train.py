@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -95,4 +96,14 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("eval_top1") is not None and summary.get("rank", 0) == 0:
         print(f"vitkit train: {summary['steps']} steps, eval top-1 {summary['eval_top1']:.4f} "
               f"top-5 {summary['eval_top5']:.4f}; wrote {cfg.out}", file=sys.stderr)
-    return 0
+    return interrupted_exit_code(summary.get("stopped_by"))
+
+
+def interrupted_exit_code(stopped_by: str | None) -> int:
+    """0 for a finished run; 128 + the signal number for one stopped (after saving a resumable
+    checkpoint) by SIGINT (130) or SIGTERM (143), as a shell reports a signal-killed process, so
+    ``vitkit train ... && vitkit eval ...`` does not go on. A rank stopped because another rank
+    got the signal reports 143: the launcher (torchrun) forwards its SIGINT/SIGTERM as SIGTERM."""
+    if stopped_by is None:
+        return 0
+    return 128 + (signal.SIGINT if stopped_by == "SIGINT" else signal.SIGTERM)

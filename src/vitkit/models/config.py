@@ -11,12 +11,73 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 CLASSIFIERS = ("token", "gap", "unpooled", "token_unpooled")
 GELU_VARIANTS = ("tanh", "exact")
 POSEMB_RESAMPLE = ("bilinear", "bicubic")
+
+# Ranges of the integer fields (inclusive). Generous but finite: 10-100x beyond every published
+# ViT (ViT-22B: hidden 6144, mlp 24576, 48 heads, 48 layers; JFT 18k / 21k classes), so that a
+# config read from a file cannot ask for an absurd model. Loading a file additionally requires the
+# config to describe exactly the file's tensors (checkpoints/validate.py) before anything is built.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "hidden_size": (1, 65536), "mlp_dim": (0, 262144), "num_heads": (1, 65536), "num_layers": (0, 1024),
+    "num_classes": (0, 2**24), "in_chans": (1, 4096), "representation_size": (1, 65536),
+    "patch_size": (1, 4096), "image_size": (1, 65536),
+}
+# Fractions (inclusive low, exclusive high) and other bounded floats.
+FLOAT_LIMITS: dict[str, tuple[float, float]] = {
+    "dropout_rate": (0.0, 1.0), "attention_dropout_rate": (0.0, 1.0), "drop_path_rate": (0.0, 1.0),
+}
+MAX_NAME_LEN = 1000
+
+
+class ConfigFieldError(ValueError):
+    """A config value of the wrong type or out of range; ``field`` names it (for file-level messages)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _int_field(name: str, v: Any) -> int:
+    """``v`` as an int in ``INT_LIMITS[name]``; bools, floats and strings are refused, not converted."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise ConfigFieldError(name, f"{name}={v!r}: expected an integer, got {type(v).__name__}")
+    lo, hi = INT_LIMITS[name]
+    if not lo <= int(v) <= hi:
+        raise ConfigFieldError(name, f"{name}={v!r}: expected an integer in [{lo}, {hi}]")
+    return int(v)
+
+
+def _float_field(name: str, v: Any) -> float:
+    """``v`` as a finite float; ints are accepted (JSON writes 0.0 as 0), bools and strings not."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ConfigFieldError(name, f"{name}={v!r}: expected a number, got {type(v).__name__}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ConfigFieldError(name, f"{name}={v!r}: expected a finite number")
+    return f
+
+
+def _pair_field(name: str, v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ConfigFieldError(name, f"{name}={v!r}: expected an integer or a pair of integers (height, width)")
+        return (_int_field(name, v[0]), _int_field(name, v[1]))
+    n = _int_field(name, v)
+    return (n, n)
+
+
+def _str_field(name: str, v: Any, max_len: int = MAX_NAME_LEN) -> str:
+    if not isinstance(v, str):
+        raise ConfigFieldError(name, f"{name}={v!r}: expected a string, got {type(v).__name__}")
+    if len(v) > max_len:
+        raise ConfigFieldError(name, f"{name}: a string of {len(v)} characters; at most {max_len} are allowed")
+    return v
 
 
 @dataclass(frozen=True)
@@ -99,39 +160,93 @@ class ViTConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        as_pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)  # noqa: E731
-        object.__setattr__(self, "patch_size", as_pair(self.patch_size))
-        object.__setattr__(self, "image_size", as_pair(self.image_size))
-        object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
-        object.__setattr__(self, "std", tuple(float(x) for x in self.std))
-        if isinstance(self.resnet, dict):
-            object.__setattr__(self, "resnet", ResNetConfig(**self.resnet))
-        if self.class_names is not None:
-            object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        self._check_types()
         self.validate()
+
+    def _check_types(self) -> None:
+        """Types and ranges of every field, normalised in place (pairs, tuples of floats).
+
+        Strict on purpose: a config may come from an untrusted file, so ``"768"``, ``768.0``,
+        ``True`` or ``NaN`` where an integer belongs is an error naming the field, never a guess.
+        """
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
+        put("name", _str_field("name", self.name))
+        for k in ("patch_size", "image_size"):
+            put(k, _pair_field(k, getattr(self, k)))
+        for k in ("hidden_size", "mlp_dim", "num_heads", "num_layers", "num_classes", "in_chans"):
+            put(k, _int_field(k, getattr(self, k)))
+        if self.representation_size is not None:
+            put("representation_size", _int_field("representation_size", self.representation_size))
+        for k, (lo, hi) in FLOAT_LIMITS.items():
+            f = _float_field(k, getattr(self, k))
+            if not lo <= f < hi:
+                raise ConfigFieldError(k, f"{k}={f!r}: expected a number in [{lo}, {hi})")
+            put(k, f)
+        put("head_bias_init", _float_field("head_bias_init", self.head_bias_init))
+        eps = _float_field("layer_norm_eps", self.layer_norm_eps)
+        if not 0.0 < eps <= 1.0:
+            raise ConfigFieldError("layer_norm_eps", f"layer_norm_eps={eps!r}: expected a number in (0, 1]")
+        put("layer_norm_eps", eps)
+        for k in ("transformer", "norm_after_pool"):
+            if not isinstance(getattr(self, k), bool):
+                raise ConfigFieldError(k, f"{k}={getattr(self, k)!r}: expected true or false")
+        for k in ("classifier", "gelu", "posemb_resample"):
+            _str_field(k, getattr(self, k))
+        for k in ("mean", "std"):
+            v = getattr(self, k)
+            if not isinstance(v, (tuple, list)) or not 1 <= len(v) <= INT_LIMITS["in_chans"][1]:
+                raise ConfigFieldError(k, f"{k}={v!r}: expected a list of per-channel numbers")
+            put(k, tuple(_float_field(k, x) for x in v))
+        if len(self.mean) != len(self.std):
+            raise ConfigFieldError("mean", f"mean has {len(self.mean)} entries but std has {len(self.std)}")
+        if any(x <= 0 for x in self.std):
+            raise ConfigFieldError("std", f"std={self.std}: every entry must be > 0")
+        if isinstance(self.resnet, dict):
+            put("resnet", ResNetConfig(**self.resnet))
+        if self.resnet is not None and not isinstance(self.resnet, ResNetConfig):
+            raise ConfigFieldError("resnet", f"resnet={self.resnet!r}: expected a ResNet config or null")
+        if self.class_names is not None:
+            if not isinstance(self.class_names, (tuple, list)):
+                raise ConfigFieldError(
+                    "class_names", f"class_names: expected a list of strings, got {type(self.class_names).__name__}"
+                )
+            put("class_names", tuple(_str_field("class_names", c) for c in self.class_names))
+        if not isinstance(self.extra, dict):
+            raise ConfigFieldError("extra", f"extra: expected a mapping, got {type(self.extra).__name__}")
 
     def validate(self) -> None:
         if self.classifier not in CLASSIFIERS:
-            raise ValueError(f"classifier={self.classifier!r}; expected one of {CLASSIFIERS}")
+            raise ConfigFieldError("classifier", f"classifier={self.classifier!r}; expected one of {CLASSIFIERS}")
         if self.gelu not in GELU_VARIANTS:
-            raise ValueError(f"gelu={self.gelu!r}; expected one of {GELU_VARIANTS}")
+            raise ConfigFieldError("gelu", f"gelu={self.gelu!r}; expected one of {GELU_VARIANTS}")
         if self.posemb_resample not in POSEMB_RESAMPLE:
-            raise ValueError(f"posemb_resample={self.posemb_resample!r}; expected one of {POSEMB_RESAMPLE}")
+            raise ConfigFieldError(
+                "posemb_resample", f"posemb_resample={self.posemb_resample!r}; expected one of {POSEMB_RESAMPLE}"
+            )
+        if self.transformer and (self.num_layers < 1 or self.mlp_dim < 1):
+            raise ConfigFieldError(
+                "num_layers" if self.num_layers < 1 else "mlp_dim",
+                f"num_layers={self.num_layers}, mlp_dim={self.mlp_dim}: a transformer needs at least one block "
+                "with an MLP"
+            )
         if self.transformer and self.hidden_size % self.num_heads:
-            raise ValueError(
+            raise ConfigFieldError(
+                "num_heads",
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
             )
         if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+            raise ConfigFieldError("num_classes", f"num_classes must be >= 0, got {self.num_classes}")
         if not self.transformer and self.resnet is None:
             raise ValueError("transformer=False (a plain ResNet) needs a resnet config")
         if self.class_names is not None and self.num_classes and len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise ConfigFieldError(
+                "class_names",
                 f"class_names has {len(self.class_names)} entries but num_classes={self.num_classes}"
             )
         for dim, (size, step) in enumerate(zip(self.image_size, self.stride)):
             if size % step:
-                raise ValueError(
+                raise ConfigFieldError(
+                    "image_size",
                     f"image_size={self.image_size} is not divisible by the total stride {step} "
                     f"(patch {self.patch_size}"
                     + (f" x ResNet reduction {self.resnet.reduction}" if self.resnet else "")
@@ -196,21 +311,44 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"model config: expected a mapping of fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"model config has unknown fields {sorted(unknown)}")
+            raise ValueError(f"model config has unknown fields {sorted(map(str, unknown))}")
         d = dict(d)
         if d.get("resnet") is not None:
-            r = d["resnet"]
-            d["resnet"] = ResNetConfig(num_layers=tuple(r["num_layers"]), width_factor=r["width_factor"])
-        for k in ("patch_size", "image_size", "mean", "std"):
-            if k in d and d[k] is not None:
+            d["resnet"] = _resnet_from_dict(d["resnet"])
+        for k in ("patch_size", "image_size", "mean", "std", "class_names"):
+            if isinstance(d.get(k), list):  # JSON lists; anything else is left to the type checks
                 d[k] = tuple(d[k])
-        if d.get("class_names") is not None:
-            d["class_names"] = tuple(d["class_names"])
         return cls(**d)
 
     @classmethod
     def from_json(cls, s: str) -> ViTConfig:
         return cls.from_dict(json.loads(s))
+
+
+# Stages and units per stage of a hybrid stem read from a file (BiT-R152: 4 stages, at most 36 units).
+MAX_RESNET_STAGES, MAX_RESNET_UNITS, MAX_WIDTH_FACTOR = 8, 1024, 256
+
+
+def _resnet_from_dict(r: Any) -> ResNetConfig:
+    """A :class:`ResNetConfig` from its JSON form, with types and ranges checked first."""
+    if not isinstance(r, dict) or set(r) != {"num_layers", "width_factor"}:
+        raise ConfigFieldError("resnet", f"resnet={r!r}: expected {{'num_layers': [...], 'width_factor': int}} or null")
+    layers, wf = r["num_layers"], r["width_factor"]
+    what = "resnet.num_layers"
+    if not isinstance(layers, (list, tuple)) or len(layers) > MAX_RESNET_STAGES:
+        raise ConfigFieldError(what, f"{what}={layers!r}: expected a list of at most {MAX_RESNET_STAGES} unit counts")
+    for n in layers:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_RESNET_UNITS:
+            raise ConfigFieldError(what, f"{what}={layers!r}: expected integers in [1, {MAX_RESNET_UNITS}]")
+    if isinstance(wf, bool) or not isinstance(wf, numbers.Real) or not 0 < wf <= MAX_WIDTH_FACTOR:
+        what = "resnet.width_factor"  # NaN fails the range test too
+        raise ConfigFieldError(what, f"{what}={wf!r}: expected a number in (0, {MAX_WIDTH_FACTOR}]")
+    try:
+        return ResNetConfig(num_layers=tuple(int(n) for n in layers), width_factor=wf)
+    except ValueError as e:  # ResNetConfig's own rules (its owner decides which widths exist)
+        raise ConfigFieldError("resnet", str(e)) from e

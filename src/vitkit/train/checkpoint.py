@@ -5,7 +5,8 @@ optimiser, EMA, grad-scaler state, RNG states as uint8 tensors, data position, s
 back with ``torch.load(weights_only=True)``: nothing is unpickled that could run code. The
 write is atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
 kill at any moment leaves either the previous set of checkpoints or the new one; the last
-``keep_last`` are kept.
+``keep_last`` are kept, and also the newest *good* one (``train.health``), named in
+``checkpoints/good.json``.
 """
 
 from __future__ import annotations
@@ -71,12 +72,30 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def last_good_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint that met the good-checkpoint rule (``checkpoints/good.json``), if it exists."""
+    try:
+        name = json.loads((Path(out) / "checkpoints" / "good.json").read_text())["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    path = Path(out) / "checkpoints" / str(name)
+    return path if _NAME.match(path.name) and path.is_file() else None
+
+
 def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
-    """Write ``state`` for ``step`` atomically and delete all but the newest ``keep_last``."""
+    """Write ``state`` for ``step`` atomically and delete all but the newest ``keep_last`` (and the
+    newest good one: ``state["meta"]["good"]``)."""
     path = checkpoint_path(out, step)
     atomic_torch_save(state, path)
+    folder = Path(out) / "checkpoints"
+    if state.get("meta", {}).get("good"):
+        tmp = folder / ".good.json.tmp"
+        tmp.write_text(json.dumps({"step": step, "file": path.name}))
+        os.replace(tmp, folder / "good.json")
+    good = last_good_checkpoint(out)
     for _, old in list_checkpoints(out)[:-keep_last]:
-        old.unlink(missing_ok=True)
+        if old != good:
+            old.unlink(missing_ok=True)
     # A readable sidecar: what the checkpoint holds, for people and scripts.
     meta = {"step": step, "file": path.name, **{k: v for k, v in state.get("meta", {}).items()
                                                   if isinstance(v, (int, float, str, bool))}}

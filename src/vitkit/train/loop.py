@@ -30,6 +30,7 @@ from ..models.config import ResNetConfig
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ModelConfig, TrainConfig, copy_config, save_yaml, to_dict, validate
 from .dist import DistInfo, all_reduce_, barrier, init_distributed, resolve_device
+from .health import LossWatch, checkpoint_health, last_good_checkpoint
 from .optim import EMA, build_optimizer, lr_multiplier
 
 
@@ -161,6 +162,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self.resume = resume
         self.progress = progress
+        self.loss_watch = LossWatch()  # the good-checkpoint rule (train.health)
+        self.last_good_ckpt: Path | None = None
         self.device = resolve_device(cfg.device)
         self.dist: DistInfo = init_distributed(cfg.dist.backend, self.device)
         self.data = _data_module()
@@ -384,6 +387,8 @@ class Trainer:
         if self.scaler is not None and "scaler" in st:
             self.scaler.load_state_dict(st["scaler"])
         set_rng_state(st["rng"])
+        self.loss_watch.load_state_dict(meta.get("loss_watch", {}))
+        self.last_good_ckpt = last_good_checkpoint(self.out)
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.train_time = float(meta.get("train_time_s", 0.0))
         self.train_loader.load_state_dict(st["data"])
@@ -391,11 +396,17 @@ class Trainer:
 
     def save(self) -> Path | None:
         st = self._state()  # collective under FSDP: every rank takes part
+        good, why = checkpoint_health(st, self.loss_watch)
+        st["meta"].update(good=good, health=why, loss_watch=self.loss_watch.state_dict())
+        if not good:
+            self._log(f"vitkit train: note: the checkpoint of step {self.step} is not good: {why}")
         path = None
         if self.dist.is_main:
             path = save_checkpoint(self.out, self.step, st, self.cfg.keep_last)
         barrier()
         self.last_ckpt = path or self.out / "checkpoints" / f"step_{self.step:08d}.pt"
+        if good:
+            self.last_good_ckpt = self.last_ckpt
         return path
 
     # .. evaluation ..................................................................
@@ -633,11 +644,12 @@ class Trainer:
         step, flags = item
         loss, bad, stop = flags.tolist()
         if bad > 0:
-            where = f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else \
-                "no checkpoint was written yet"
+            where = f"the last good checkpoint is {self.last_good_ckpt}" if self.last_good_ckpt else \
+                "no good checkpoint was written yet"
             raise TrainingDiverged(f"loss is NaN or infinite at step {step} (on {int(bad)} of "
                                    f"{self.dist.world_size} processes); {where} (lower optim.lr, check the data, "
                                    "or use precision=fp32)")
+        self.loss_watch.add(loss / self.dist.world_size)
         return loss / self.dist.world_size, stop > 0
 
     def _eval_and_log(self, f: Any, writer: Any, t_start: float) -> dict[str, Any]:
