@@ -1,7 +1,8 @@
 """Deterministic fuzz test over the four checkpoint formats (issue 20).
 
 One tiny model is written as a vitkit ``.safetensors``, an official ``.npz``, a Hugging Face
-``save_pretrained`` directory and timm ``.pth`` / ``.safetensors``; a few hundred corrupted
+``save_pretrained`` directory, timm ``.pth`` (with its ``NAME.json``) / ``.safetensors`` and a
+``vitkit train`` checkpoint; a few hundred corrupted
 variants of them (truncations, byte flips, safetensors header edits, dtype and shape edits,
 hostile config values, pickle payloads, and the findings of ``scripts/fuzz_checkpoints.py``)
 are loaded in a worker process under a 2 GiB address-space limit and a per-case time limit
@@ -506,7 +507,7 @@ def test_fuzz_all_formats(tmp_path):
     # The test can fail: every kind of outcome it allows actually occurs.
     outcomes = {r["outcome"] for r in results.values()}
     assert {"error", "equal"} <= outcomes, outcomes
-    assert len(cases) > 300
+    assert len(cases) > 500
 
 
 @pytest.mark.parametrize("fmt", ["vitkit", "npz"])
