@@ -2,10 +2,10 @@
 ONNX Runtime fp32, in one process with interleaved rounds; and the top-1 change on a real validation set.
 
 Throughput (``--arch``, default ViT-B/16 at 224 px, random weights: speed does not depend on the values): every
-round times one batch of each variant in turn, so a busy machine slows all of them alike; the ratios are medians of
-the per-round ratios. Variants: ``vitkit-fp32`` / ``vitkit-bf16`` (``vitkit.perf.inference_model``, what ``vitkit
-eval``/``predict`` run), ``ort-fp32`` (the verified fp32 export), ``ort-int8-dynamic`` and ``ort-int8-static``
-(QDQ, calibrated on random images for the speed test only).
+round times one batch of each variant in turn (the order reversed every other round), so a busy machine slows all
+of them alike; the ratios are medians of the per-round ratios. Variants: ``vitkit-fp32`` / ``vitkit-bf16``
+(``vitkit.perf.inference_model``, what ``vitkit eval``/``predict`` run), ``ort-fp32`` (the verified fp32 export),
+``ort-int8-dynamic`` and ``ort-int8-static`` (QDQ, calibrated on random images for the speed test only).
 
 Accuracy (``--checkpoint`` + ``--data``): the trained model's test top-1 in PyTorch fp32 and bf16, ONNX Runtime fp32,
 int8 dynamic and int8 static (calibrated on ``--calibration-images`` images of the *train* split), and how often
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import vitkit
-from vitkit.export import export_onnx, export_onnx_int8
+from vitkit.export import export_onnx, quantize_onnx_file
 from vitkit.perf import autocast, inference_model
 
 
@@ -41,6 +41,10 @@ def _session(path: Path, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # onnxruntime's idle threads spin after each run by default, which would steal the cores from the variant
+    # timed next in the interleaved rounds (vitkit's fp32 then measured ~10x slow); without spinning each variant
+    # gets the cores it would get alone.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -60,23 +64,23 @@ def _ort_fn(path: Path, threads: int):
     return lambda x: sess.run(None, {name: x.numpy()})[0]
 
 
-def _variants(model: torch.nn.Module, tmp: Path, threads: int, calib: torch.Tensor, log) -> dict:
-    """name -> callable(images) -> logits, exporting the ONNX files into ``tmp``."""
+def _variants(model: torch.nn.Module, tmp: Path, threads: int, calib: torch.Tensor, log) -> tuple[dict, dict]:
+    """(name -> callable(images) -> logits, name -> ONNX file size), exporting the ONNX files into ``tmp``.
+
+    The fp32 export is made (and verified) once and quantized twice with the function ``vitkit export --quantize
+    int8`` runs (:func:`vitkit.export.quantize_onnx_file`), instead of three exports."""
     fns = {"vitkit-fp32": _torch_fn(model, "fp32"), "vitkit-bf16": _torch_fn(model, "bf16")}
     t0 = time.time()
     export_onnx(model, tmp / "fp32.onnx")
     log(f"fp32 export {time.time() - t0:.0f} s")
     fns["ort-fp32"] = _ort_fn(tmp / "fp32.onnx", threads)
-    t0 = time.time()
-    dyn = export_onnx_int8(model, tmp / "int8-dynamic.onnx")
-    log(f"int8 dynamic export {time.time() - t0:.0f} s ({dyn.bytes / 2**20:.1f} MiB, fp32 "
-        f"{dyn.fp32_bytes / 2**20:.1f})")
-    fns["ort-int8-dynamic"] = _ort_fn(tmp / "int8-dynamic.onnx", threads)
-    t0 = time.time()
-    export_onnx_int8(model, tmp / "int8-static.onnx", calibration=calib)
-    log(f"int8 static export {time.time() - t0:.0f} s ({len(calib)} calibration images)")
-    fns["ort-int8-static"] = _ort_fn(tmp / "int8-static.onnx", threads)
-    return fns
+    for method, data in (("dynamic", None), ("static", calib.numpy())):
+        t0 = time.time()
+        quantize_onnx_file(tmp / "fp32.onnx", tmp / f"int8-{method}.onnx", method, calibration=data)
+        log(f"int8 {method} quantization {time.time() - t0:.0f} s")
+        fns[f"ort-int8-{method}"] = _ort_fn(tmp / f"int8-{method}.onnx", threads)
+    sizes = {k: (tmp / f"{k[4:]}.onnx").stat().st_size for k in fns if k.startswith("ort-")}
+    return fns, sizes
 
 
 def throughput(args, log) -> dict:
@@ -88,14 +92,15 @@ def throughput(args, log) -> dict:
     x = torch.randn(args.batch, c.in_chans, *c.image_size, generator=gen)
     calib = torch.randn(32, c.in_chans, *c.image_size, generator=gen)
     with tempfile.TemporaryDirectory() as tmp:
-        fns = _variants(model, Path(tmp), args.threads, calib, log)
+        fns, sizes = _variants(model, Path(tmp), args.threads, calib, log)
         ref = fns["vitkit-fp32"](x)
         close = {k: float(np.mean(fn(x).argmax(1) == ref.argmax(1))) for k, fn in fns.items()}
         secs: dict[str, list[float]] = {k: [] for k in fns}
         for r in range(args.warmup + args.rounds):
-            for k, fn in fns.items():
+            order = list(fns) if r % 2 == 0 else list(reversed(fns))  # no variant always follows the same one
+            for k in order:
                 t0 = time.perf_counter()
-                fn(x)
+                fns[k](x)
                 if r >= args.warmup:
                     secs[k].append(time.perf_counter() - t0)
             log(f"round {r + 1}/{args.warmup + args.rounds}: " +
@@ -109,7 +114,7 @@ def throughput(args, log) -> dict:
     ratios = {f"{a} / {b}": ratio(a, b) for a in ("ort-int8-dynamic", "ort-int8-static")
               for b in ("vitkit-bf16", "vitkit-fp32", "ort-fp32")}
     return {"arch": args.arch, "image_size": list(c.image_size), "batch": args.batch, "rounds": args.rounds,
-            "images_per_s_median": ips, "seconds_per_batch": secs, "speed_ratios_median": ratios,
+            "onnx_bytes": sizes, "images_per_s_median": ips, "seconds_per_batch": secs, "speed_ratios_median": ratios,
             "top1_agreement_with_vitkit_fp32_on_the_batch": close}
 
 
@@ -122,7 +127,7 @@ def accuracy(args, log) -> dict:
     loader, info, _ = open_loader(args.data, c, split=args.split, image_size=c.image_size[0],
                                   batch_size=args.eval_batch, limit=args.limit)
     with tempfile.TemporaryDirectory() as tmp:
-        fns = _variants(model, Path(tmp), args.threads, calib, log)
+        fns, _ = _variants(model, Path(tmp), args.threads, calib, log)
         correct = {k: 0 for k in fns}
         agree = {k: 0 for k in fns}
         n = 0
