@@ -106,6 +106,9 @@ def test_pipe_command_shards_match_local(served) -> None:
     a = _all(build_loader(f"wds:pipe:cat {root}/train-{{000..008}}.tar?num_classes=3&num_examples=60", **KW))
     b = _all(build_loader(f"wds:{root}/train-{{000..008}}.tar", **KW))
     assert _same(a, b)
+    # a command that writes much to stderr (as curl's progress meter does) is not blocked by an unread pipe
+    chatty = f"pipe:head -c 300000 /dev/zero >&2; cat {root}/train-{{000..008}}.tar"
+    assert _same(_all(build_loader(f"wds:{chatty}?num_classes=3&num_examples=60", **KW)), b)
 
 
 def test_failing_pipe_shard_is_counted_not_silent(served) -> None:

@@ -133,8 +133,9 @@ class _PipeStream:
 
     def __init__(self, cmd: str) -> None:
         self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=1 << 20)
+        # stderr to a file, not a pipe: a chatty command (curl's progress meter) would fill an unread pipe and block
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=self.err, bufsize=1 << 20)
         self.eof = False
 
     def read(self, n: int = -1) -> bytes:
@@ -145,19 +146,20 @@ class _PipeStream:
         return data
 
     def close(self) -> None:
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        if not self.eof:  # stopped early: the command's exit status says nothing about the shard
-            self.proc.kill()
-            self.proc.wait()
+        assert self.proc.stdout is not None
+        try:
+            if not self.eof:  # stopped early: the command's exit status says nothing about the shard
+                self.proc.kill()
+                self.proc.wait()
+                return
+            if self.proc.wait() != 0:
+                self.err.seek(0)
+                err = self.err.read().decode("utf-8", "replace").strip().splitlines()
+                raise OSError(f"pipe command exited with status {self.proc.returncode}"
+                              f"{': ' + err[-1][:300] if err else ''}")
+        finally:
             self.proc.stdout.close()
-            self.proc.stderr.close()
-            return
-        self.proc.stdout.close()
-        err = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        self.proc.stderr.close()
-        if self.proc.wait() != 0:
-            raise OSError(f"pipe command exited with status {self.proc.returncode}"
-                          f"{': ' + err[-1] if err else ''}")
+            self.err.close()
 
 
 def open_remote(path: str) -> Any:
