@@ -182,8 +182,15 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                     "note": "shared 2-core machine, busy with other jobs: absolute images/s are low and noisy; "
                             "the interleaved per-round ratios are the result"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"int8-{args.arch if not args.skip_speed else 'accuracy'}{'-' + args.tag if args.tag else ''}.json"
+
+    def save() -> None:  # after each part, so a long accuracy pass cannot lose the speed results
+        (args.out / name).write_text(json.dumps(result, indent=1) + "\n")
+
     if not args.skip_speed:
         result["speed"] = throughput(args, log)
+        save()
         for k, v in result["speed"]["images_per_s_median"].items():
             print(f"{k:18s} {v:8.2f} images/s")
         for k, v in result["speed"]["speed_ratios_median"].items():
@@ -194,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in acc["top1"].items():
             print(f"{k:18s} top-1 {100 * v:6.2f}%  change {acc['top1_change_vs_vitkit_fp32_points'][k]:+.2f} points"
                   f"  same prediction as vitkit-fp32 {100 * acc['prediction_agreement_with_vitkit_fp32'][k]:.2f}%")
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"int8-{args.arch if not args.skip_speed else 'accuracy'}{'-' + args.tag if args.tag else ''}.json"
-    (args.out / name).write_text(json.dumps(result, indent=1) + "\n")
+    save()
     print(f"wrote {args.out / name}")
     return 0
 
