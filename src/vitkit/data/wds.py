@@ -9,6 +9,9 @@ consumed, which we track ourselves. The parser is ours rather than ``tarfile``'s
 pure-Python header parsing cost about as much as decoding a 32x32 CIFAR JPEG. Samples are grouped like WebDataset
 does: consecutive members sharing the path up to the first dot of the base name form one sample, the rest of the
 name is the extension.
+
+Remote shards (``https://``, ``s3://``, ``gs://`` through fsspec, ``pipe:`` commands) are opened by
+:mod:`vitkit.data.wds_remote` and parsed here like local ones.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from .preprocess import IMAGE_SUFFIXES
 from .sources import DatasetInfo, ParsedSpec, expand_shards, read_wds_metadata
+from .wds_remote import expand_remote_shards, is_remote, open_remote, read_remote_metadata
 
 IMAGE_EXTS = tuple(s[1:] for s in IMAGE_SUFFIXES)  # WebDataset keys: the one suffix list, without the dot
 _KEY_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
@@ -86,11 +90,15 @@ def _int_option(options: dict[str, str], key: str, spec: str) -> int | None:
 def resolve_wds(p: ParsedSpec, split: str) -> WdsSource:
     """Shard list and metadata of a ``wds:`` spec. The shard files are checked to exist; nothing is read."""
     spec = f"wds:{p.path}"
-    shards = expand_shards(p.path, split)
+    if is_remote(p.path):
+        shards, meta_dir = expand_remote_shards(p.path, split)
+        meta = read_remote_metadata(meta_dir) if meta_dir is not None else {}
+    else:
+        shards = expand_shards(p.path, split)
+        meta_dir = p.path if os.path.isdir(p.path) else os.path.dirname(shards[0])
+        meta = read_wds_metadata(meta_dir)
     if not shards:
         raise ValueError(f"wds: pattern {p.path!r} names no shards")
-    meta_dir = p.path if os.path.isdir(p.path) else os.path.dirname(shards[0])
-    meta = read_wds_metadata(meta_dir)
     names = meta.get("class_names")
     if "classes" in p.options:
         names = [c.strip() for c in p.options["classes"].split(",") if c.strip()]
@@ -222,6 +230,8 @@ def iter_tar(f: Any) -> Iterator[tuple[str, bytes]]:
 
 
 def _open_shard(path: str) -> Any:
+    if is_remote(path):
+        return open_remote(path)
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gz else open(path, "rb", buffering=1 << 20)
