@@ -13,6 +13,11 @@ elsewhere hits both alike, and the ratio per round is reported.
 Run::
 
     .venv/bin/python benchmarks/user_loop.py --threads 2 [--out benchmarks/results/user_loop]
+
+``--clock cpu`` times each call by the process's CPU time instead of the wall clock: on a machine
+shared with other jobs, waiting for a core then does not count (both sides run the same kernels,
+so their CPU time per step is what differs if anything does). ``--infer-model``/``--train-model``
+and the batch options pick smaller configurations where a busy machine makes the defaults too slow.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,7 @@ import torch.nn.functional as F
 
 import vitkit
 from vitkit.perf import inference_model, resolve_precision, tune_cpu_allocator
-from vitkit.perf.bench import alternate, infer_step
+from vitkit.perf.bench import Samples, alternate, infer_step
 from vitkit.train.config import OptimConfig
 from vitkit.train.optim import build_optimizer
 from vitkit.train.step import fixed_batch_step
@@ -42,9 +48,9 @@ CASES = {  # the configurations of benchmarks/README.md's four `vitkit bench --c
 }
 
 
-def _model(name: str) -> torch.nn.Module:
+def _model(name: str, image_size: int = 224) -> torch.nn.Module:
     torch.manual_seed(0)
-    m = vitkit.create_model(name, num_classes=1000)
+    m = vitkit.create_model(name, num_classes=1000, image_size=image_size)
     with torch.no_grad():
         m.head.weight.normal_(std=0.02)  # the zero head would make every logit 0
     return m
@@ -82,11 +88,24 @@ def _user_train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return step
 
 
-def run_case(mode: str, precision: str, steps: int, warmup: int) -> dict[str, Any]:
-    name, batch = CASES[mode]
-    ours, user = _model(name), _model(name)
+def alternate_cpu(fns: dict[str, Callable[[], Any]], steps: int, warmup: int) -> dict[str, Samples]:
+    """:func:`vitkit.perf.bench.alternate` timed by the process's CPU time (CPU only)."""
+    out = {k: Samples() for k in fns}
+    for r in range(warmup + steps):
+        for k, fn in fns.items():
+            t0 = time.process_time()
+            fn()
+            if r >= warmup:
+                out[k].seconds.append(time.process_time() - t0)
+    return out
+
+
+def run_case(mode: str, precision: str, steps: int, warmup: int, clock: str = "wall",
+             case: tuple[str, int] | None = None, image_size: int = 224) -> dict[str, Any]:
+    name, batch = case or CASES[mode]
+    ours, user = _model(name, image_size), _model(name, image_size)
     torch.manual_seed(1)
-    x = torch.randn(batch, 3, 224, 224)
+    x = torch.randn(batch, 3, image_size, image_size)
     y = torch.randint(0, 1000, (batch,))
     outputs: dict[str, list[torch.Tensor]] = {"vitkit": [], "user": []}
     if mode == "infer":
@@ -97,11 +116,12 @@ def run_case(mode: str, precision: str, steps: int, warmup: int) -> dict[str, An
         vk = fixed_batch_step(ours, build_optimizer(ours, OPTIM), x, y, precision=precision, clip_norm=OPTIM.clip_norm)
         fns = {"vitkit": lambda: vk().loss, "user": _user_train(user, x, y, precision)}
     recorded = {k: (lambda f=f, k=k: outputs[k].append(f().float())) for k, f in fns.items()}
-    times = alternate(recorded, steps, warmup)
+    times = alternate_cpu(recorded, steps, warmup) if clock == "cpu" else alternate(recorded, steps, warmup)
     ratios = [u / v for u, v in zip(times["user"].seconds, times["vitkit"].seconds)]
     diffs = [float((a - b).abs().max()) for a, b in zip(outputs["vitkit"], outputs["user"])]
     res = {
-        "mode": mode, "model": name, "batch": batch, "precision": precision, "steps": steps, "warmup": warmup,
+        "mode": mode, "model": name, "batch": batch, "image_size": image_size, "precision": precision,
+        "steps": steps, "warmup": warmup, "clock": clock,
         "seconds_median": {k: round(t.median, 4) for k, t in times.items()},
         "user_over_vitkit_time": round(times["user"].median / times["vitkit"].median, 4),
         "per_round": [round(r, 4) for r in ratios],
@@ -122,6 +142,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--modes", default="infer,train")
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    p.add_argument("--infer-model", default=CASES["infer"][0])
+    p.add_argument("--infer-batch", type=int, default=CASES["infer"][1])
+    p.add_argument("--train-model", default=CASES["train"][0])
+    p.add_argument("--train-batch", type=int, default=CASES["train"][1])
+    p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--out", default=None, help="directory for user_loop.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -131,7 +157,8 @@ def main() -> None:
         for precision in args.precisions.split(","):
             if resolve_precision(precision) != precision:
                 continue
-            r = run_case(mode, precision, args.steps, args.warmup)
+            case = (args.infer_model, args.infer_batch) if mode == "infer" else (args.train_model, args.train_batch)
+            r = run_case(mode, precision, args.steps, args.warmup, args.clock, case, args.image_size)
             print(json.dumps(r), flush=True)
             results.append(r)
     doc = {"load_average_at_end": os.getloadavg(), "malloc_tuned": tuned, "threads": args.threads,
