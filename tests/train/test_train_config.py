@@ -99,3 +99,67 @@ def test_progressive_resize_checked(value, words):
     assert words in str(e.value)
     ok = C.apply_overrides(C.TrainConfig(), ["data.image_size=32", "data.progressive_resize=24,0.4"])
     assert ok.data.progressive_resize == (24, 0.4) and isinstance(ok.data.progressive_resize[0], int)
+
+
+def test_vocabularies_are_the_consumers():
+    """--list-options offers exactly what the consumers accept (one definition each)."""
+    import typing
+
+    from vitkit.data.spec import SPLIT_NAMES
+    from vitkit.data.transforms import EVAL_RESIZE
+    from vitkit.models.config import GELU_VARIANTS, POOLED_CLASSIFIERS
+    from vitkit.perf import PRECISIONS
+
+    hints = typing.get_type_hints(C.DataConfig)
+    assert typing.get_args(hints["eval_resize"]) == EVAL_RESIZE
+    assert typing.get_args(hints["test_split"]) == SPLIT_NAMES
+    assert typing.get_args(typing.get_type_hints(C.TrainConfig)["precision"]) == PRECISIONS
+    options = {k: tp for k, tp, _ in C.list_options()}
+    assert options["model.classifier"] == "one of " + ", ".join(map(repr, POOLED_CLASSIFIERS)) + " or none"
+    assert all(repr(g) in options["model.gelu"] for g in GELU_VARIANTS)
+    with pytest.raises(ValueError, match="data.eval_resize='crop': expected one of 'resize', 'resize_crop'"):
+        C.apply_overrides(C.TrainConfig(), ["data.eval_resize=crop"])
+
+
+def test_model_options_are_the_model_config_fields():
+    import dataclasses
+
+    from vitkit.models import ViTConfig
+
+    model_keys = {f.name for f in dataclasses.fields(C.ModelConfig)}
+    vit_keys = {f.name for f in dataclasses.fields(ViTConfig)}
+    # Decided by the data (classes, size) or given flat (the hybrid stem): everything else is an override.
+    assert vit_keys - model_keys == {"name", "num_classes", "class_names", "image_size", "resnet", "extra"} - {"name"}
+    assert model_keys - vit_keys == {"init", "resnet_layers", "resnet_width"}
+    cfg = C.apply_overrides(C.TrainConfig(), ["model.gelu=exact", "model.patch_size=4,2", "model.layer_norm_eps=1e-5"])
+    assert (cfg.model.gelu, cfg.model.patch_size, cfg.model.layer_norm_eps) == ("exact", (4, 2), 1e-5)
+
+
+def test_steps_and_epochs_one_decides():
+    epochs = get_preset("deit")
+    assert epochs.schedule.epochs == 300 and epochs.schedule.steps == 0
+    cfg = C.apply_overrides(epochs, ["schedule.steps=7"])  # an explicit steps is not overridden by the preset
+    assert (cfg.schedule.steps, cfg.schedule.epochs) == (7, 0)
+    cfg = C.apply_overrides(get_preset("default"), ["schedule.epochs=2"])
+    assert (cfg.schedule.steps, cfg.schedule.epochs) == (0, 2)
+    with pytest.raises(ValueError, match="schedule.steps and schedule.epochs both set"):
+        C.apply_overrides(epochs, ["schedule.steps=7", "schedule.epochs=1"])
+    with pytest.raises(ValueError, match="both set"):
+        C.validate(C.from_dict({"schedule": {"steps": 5, "epochs": 1}}))
+
+
+def test_image_size_is_a_pair_or_one_number():
+    cfg = C.apply_overrides(C.TrainConfig(), ["data.image_size=16,24"])
+    assert cfg.data.image_size == (16, 24) and C.image_hw(cfg.data) == (16, 24)
+    assert C.from_dict(C.to_dict(cfg)).data.image_size == (16, 24)  # through config.yaml
+    assert C.image_hw(C.apply_overrides(C.TrainConfig(), ["data.image_size=16"]).data) == (16, 16)
+    with pytest.raises(ValueError, match="square"):
+        C.apply_overrides(C.TrainConfig(), ["data.image_size=16,24", "data.progressive_resize=8,0.5"])
+
+
+def test_init_drops_the_presets_architecture_but_keeps_explicit_fields():
+    cfg = C.apply_overrides(get_preset("cifar10_cpu"), ["model.init=x.safetensors", "model.num_layers=4"])
+    m = cfg.model
+    assert (m.patch_size, m.hidden_size, m.classifier, m.resnet_layers) == (None, None, None, None)
+    assert m.num_layers == 4  # explicit: checked against the file when the model is built
+    assert m.dropout_rate == 0.0  # not architecture: the preset's regularisers stay

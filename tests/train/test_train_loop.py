@@ -182,10 +182,11 @@ def test_finetune_from_checkpoint_at_higher_resolution(tmp_path):
     pre = vitkit.load_model(tmp_path / "pre" / "model.safetensors")
     assert pre.config.representation_size == 16
     init = tmp_path / "pre" / "model.safetensors"
-    over = ["schedule.steps=1", "eval_every=0", "data.image_size=16", f"model.init={init}", "optim.name=sgd",
-            "model.patch_size=none", "model.hidden_size=none", "model.mlp_dim=none", "model.num_heads=none",
-            "model.num_layers=none"]
-    cfg = tiny(tmp_path / "ft", *over)
+    # The preset's architecture fields (patch 4, width 64 ...) give way to the checkpoint's: nothing to unset.
+    data = [x for x in TINY if not x.startswith("model.")]
+    over = ["schedule.steps=1", "eval_every=0", "data.image_size=16", f"model.init={init}", "optim.name=sgd"]
+    cfg = apply_overrides(get_preset("default"), [*data, *over, f"out={tmp_path / 'ft'}"])
+    assert cfg.model.hidden_size is None and cfg.model.patch_size is None
     # Before any step: the paper's recipe (new zero head, no representation layer, resampled posemb).
     m = loop.build_train_model(cfg, 10, None)
     assert m.config.image_size == (16, 16) and m.pre_logits is None
@@ -197,10 +198,14 @@ def test_finetune_from_checkpoint_at_higher_resolution(tmp_path):
     assert ft.config.image_size == (16, 16)
 
 
-def test_finetune_rejects_architecture_overrides(tmp_path):
+def test_finetune_checks_explicit_architecture_against_the_checkpoint(tmp_path):
     loop.train(tiny(tmp_path / "pre", "schedule.steps=1", "eval_every=0"), progress=False)
-    cfg = tiny(tmp_path / "ft", f"model.init={tmp_path / 'pre' / 'model.safetensors'}")
-    with pytest.raises(ValueError, match="model.hidden_size"):
+    init = f"model.init={tmp_path / 'pre' / 'model.safetensors'}"
+    # TINY sets model.hidden_size=32 etc. explicitly: the same values as the file, so they are accepted.
+    m = loop.build_train_model(tiny(tmp_path / "ok", init), 10, None)
+    assert m.config.hidden_size == 32
+    cfg = tiny(tmp_path / "ft", init, "model.hidden_size=48")
+    with pytest.raises(ValueError, match=r"model.hidden_size=48 contradicts model.init=.*hidden_size=32"):
         loop.train(cfg, progress=False)
 
 
@@ -213,24 +218,6 @@ def test_time_budget_ends_the_run_and_anneals(tmp_path):
     assert s["finished"] and s["steps"] == s["total_steps"] == len(lrs) > 2
     # Cosine over the clock: the last step's lr is a small fraction of the peak (0.003).
     assert lrs[-1] < 0.3 * 0.003 and max(lrs) > 0.5 * 0.003
-
-
-def test_losses_and_topk_against_hand_computation():
-    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]])
-    labels = torch.tensor([0, 1])
-    # softmax CE by hand
-    lse = torch.log(torch.exp(logits).sum(-1))
-    ce = (lse - logits[torch.arange(2), labels]).mean()
-    torch.testing.assert_close(loop.compute_loss(logits, labels, "softmax", 0.0), ce)
-    # soft targets (mixup) give the same as hard ones when one-hot
-    onehot = torch.nn.functional.one_hot(labels, 3).float()
-    torch.testing.assert_close(loop.compute_loss(logits, onehot, "softmax", 0.0), ce)
-    # sigmoid: per-class binary cross-entropy summed over classes, averaged over examples
-    p = torch.sigmoid(logits)
-    bce = -(onehot * torch.log(p) + (1 - onehot) * torch.log(1 - p)).sum(-1).mean()
-    torch.testing.assert_close(loop.compute_loss(logits, labels, "sigmoid", 0.0), bce)
-    # top-k: example 0 correct at top-1; example 1 (label 1) is second -> top-2 hit only
-    assert loop.topk_correct(logits, labels, (1, 2, 5)) == [1, 2, 2]
 
 
 def test_evaluation_builds_no_autograd_graph(tmp_path, monkeypatch):
@@ -267,7 +254,7 @@ def test_progressive_resize_trains_low_then_full_and_evaluates_full(tmp_path, mo
 
 
 def test_progressive_resize_must_fit_the_stride(tmp_path):
-    with pytest.raises(ValueError, match="not divisible by the model's stride"):
+    with pytest.raises(ValueError, match=r"progressive_resize size 6: image_size=\(6, 6\) is not divisible by the"):
         loop.train(tiny(tmp_path / "r", "schedule.steps=1", "data.progressive_resize=6,0.5"), progress=False)
 
 
@@ -298,3 +285,43 @@ def test_time_budget_refused_with_several_processes(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="time_budget_s=5.0 is for single-process benchmarks; with 2 processes"):
         loop.train(tiny(tmp_path / "r", "schedule.time_budget_s=5"), progress=False)
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_non_square_image_size_end_to_end(tmp_path):
+    s = loop.train(tiny(tmp_path / "r", "data.image_size=8,12", "schedule.steps=1", "data.eval_limit=16"),
+                   progress=False)
+    model = vitkit.load_model(tmp_path / "r" / "model.safetensors")
+    assert model.config.image_size == (8, 12) and model.pos_embedding.shape[1] == 1 + 2 * 3
+    assert s["eval"]["examples"] == 16
+    with pytest.raises(ValueError, match=r"image_size=\(8, 10\) is not divisible by the total stride 4"):
+        loop.train(tiny(tmp_path / "bad", "data.image_size=8,10", "schedule.steps=1"), progress=False)
+
+
+def test_model_options_beyond_the_usual_train(tmp_path):
+    """Options --list-options offers because ViTConfig has them: a grey-input model, a plain BiT ResNet."""
+    loop.train(tiny(tmp_path / "grey", "model.in_chans=1", "model.mean=0.5", "model.std=0.5", "schedule.steps=1",
+                    "data.eval_limit=16"), progress=False)
+    assert vitkit.load_model(tmp_path / "grey" / "model.safetensors").config.in_chans == 1
+    with pytest.raises(ValueError, match=r"need in_chans=1 entries"):
+        loop.train(tiny(tmp_path / "bad", "model.in_chans=1", "schedule.steps=1"), progress=False)
+    s = loop.train(tiny(tmp_path / "bit", "model.name=R+ViT-Ti_16", "model.transformer=false", "schedule.steps=1",
+                        "data.eval_limit=16", "model.resnet_layers=()"), progress=False)
+    assert s["steps"] == 1 and not vitkit.load_model(tmp_path / "bit" / "model.safetensors").config.transformer
+
+
+def test_resume_needs_no_init_file_and_checks_what_it_is_told(tmp_path):
+    """A resume rebuilds the model from the training checkpoint: model.init is not read again (a download, or a
+    file since deleted), weight-free options still apply, contradictions are errors."""
+    loop.train(tiny(tmp_path / "pre", "schedule.steps=1", "eval_every=0"), progress=False)
+    init = tmp_path / "pre" / "model.safetensors"
+    data = [x for x in TINY if not x.startswith("model.")]
+    cfg = apply_overrides(get_preset("default"), [*data, f"model.init={init}", "schedule.steps=4", "eval_every=0",
+                                                  "checkpoint_every=2", f"out={tmp_path / 'ft'}"])
+    loop.train(cfg, progress=False, stop_at=2)
+    init.unlink()
+    again = apply_overrides(cfg, ["model.drop_path_rate=0.1"])
+    s = loop.train(again, progress=False, resume=True)
+    assert s["steps"] == 4 and vitkit.load_model(tmp_path / "ft" / "model.safetensors").config.drop_path_rate == 0.1
+    for bad, words in (("model.hidden_size=48", "model.hidden_size=48 but"), ("data.image_size=16", "image_size")):
+        with pytest.raises(ValueError, match=words):
+            loop.train(apply_overrides(cfg, ["schedule.steps=6", bad]), progress=False, resume=True)

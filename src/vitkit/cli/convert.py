@@ -15,6 +15,8 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..models.config import CLASSIFIERS, GELU_VARIANTS
+
     p = sub.add_parser("convert", help="convert a checkpoint between formats (vitkit, npz, hf, timm)")
     p.add_argument("src", help="checkpoint to read: file, folder, run folder, URL, hf-hub:ORG/NAME or catalogue name")
     p.add_argument("dst", help="where to write")
@@ -27,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--representation-size", type=int, default=None,
                    help="with --num-classes: keep/size a pre-logits layer instead of dropping it")
     p.add_argument("--image-size", type=int, default=None, help="resample position embeddings for this resolution")
-    p.add_argument("--classifier", choices=("token", "gap", "unpooled", "token_unpooled"), default=None,
+    p.add_argument("--classifier", choices=CLASSIFIERS, default=None,
                    help="pooling the file cannot tell (e.g. token_unpooled)")
     p.add_argument("--num-heads", type=int, default=None, help="attention heads, for files that cannot tell (timm)")
-    p.add_argument("--gelu", choices=("tanh", "exact"), default=None, help="override the GELU variant")
+    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the GELU variant")
     p.add_argument("--layer-norm-eps", type=float, default=None, help="override the LayerNorm epsilon")
     p.add_argument("--name", default=None, help="model name to record")
     p.add_argument("--force", action="store_true", help="overwrite DST if it exists")

@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     check_batch_size(args.batch_size)
     model = load_for_inference(args.model, args.image_size)
     cfg = model.config
-    size = int(cfg.image_size[0]) if args.image_size is None else args.image_size
+    h, w = cfg.image_size  # the model's, after --image-size resampled it
     loader, info, batches = open_loader(
-        args.data, cfg, split=args.split, image_size=size, batch_size=args.batch_size, limit=args.limit,
+        args.data, cfg, split=args.split, batch_size=args.batch_size, limit=args.limit,
         num_workers=args.num_workers, preprocess=args.preprocess,
     )
     if cfg.num_classes < 1:
@@ -43,12 +43,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: {e}") from None
     res = evaluate_accuracy(model, loader, precision=args.precision, device=args.device, total=batches,
                             flip=args.flip, classes=classes)
-    res.update({"model": str(args.model), "data": args.data, "split": args.split, "image_size": size,
+    res.update({"model": str(args.model), "data": args.data, "split": args.split, "image_size": [h, w],
                 "precision": args.precision, "preprocess": loader.preprocess, "loader": loader_stats(loader),
                 "classes": classes.as_dict(cfg.num_classes)})
     report_skipped(res["loader"], args.data)
     print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
-          f"({res['num_examples']} images at {size}x{size}, preprocessing {loader.preprocess})")
+          f"({res['num_examples']} images at {h}x{w}, preprocessing {loader.preprocess})")
     if args.flip:
         print(f"flip-averaged: top-1 {100 * res['flip_top1']:.2f}%  top-5 {100 * res['flip_top5']:.2f}%")
     if classes.label_map is not None:

@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--shots must be positive, got {args.shots}")
     model = load_for_inference(args.model, args.image_size)
     cfg = model.config
-    size = int(cfg.image_size[0]) if args.image_size is None else args.image_size
-    common = {"image_size": size, "batch_size": args.batch_size, "num_workers": args.num_workers,
+    common = {"batch_size": args.batch_size, "num_workers": args.num_workers,  # at the model's (h, w) size
               "preprocess": args.preprocess}
     t0 = time.perf_counter()
     tr_loader, tr_info, tr_batches = open_loader(args.train, cfg, split=args.train_split, limit=args.train_limit,
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                                 l2_reg=args.l2_reg)
     t2 = time.perf_counter()
     res = {
-        "model": str(args.model), "train": args.train, "test": args.test, "image_size": size,
+        "model": str(args.model), "train": args.train, "test": args.test, "image_size": list(cfg.image_size),
         "preprocess": te_loader.preprocess,
         "feature_dim": int(xtr.shape[1]), "num_classes": num_classes,
         "num_train": int(len(ytr)), "num_test": int(len(yte)), "l2_reg": args.l2_reg,

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
             probs = predict_probabilities(net, x, **kw)
             results.extend({"image": str(p), "top_k": _top(pr, k, names)} for p, pr in zip(ok, probs))
     for spec in specs:
-        loader, info, _ = open_loader(spec, cfg, split=args.split, image_size=size[0], batch_size=args.batch_size,
-                                      limit=args.limit, preprocess=preprocess)
+        loader, info, _ = open_loader(spec, cfg, split=args.split, batch_size=args.batch_size, limit=args.limit,
+                                      preprocess=preprocess)
         data_names = getattr(info, "class_names", None)
         i = 0
         for x, y in loader:

@@ -6,18 +6,21 @@
 >>> images, labels = next(iter(loader))               # float32 (64, 3, 16, 16) in [-1, 1], int64 (64,)
 
 Specs: ``digits``, ``folder:PATH``, ``mnist:PATH``, ``cifar:PATH``, ``wds:PATTERN[?num_classes=K]``; see
-:mod:`vitkit.data.sources`. Determinism and bad-data handling: :mod:`vitkit.data.loader`.
+:mod:`vitkit.data.spec`. Determinism and bad-data handling: :mod:`vitkit.data.loader`.
 """
 
+from .catalog import dataset_info, validate_dataset
 from .loader import Loader, LoaderStats, build_loader
 from .mixup import Mixup, smooth_one_hot
+from .pickles import RestrictedUnpickler, safe_load_pickle
 from .preprocess import IMAGE_SUFFIXES, PREPROCESSINGS, default_preprocess
-from .sources import DatasetInfo, RestrictedUnpickler, dataset_info, parse_spec, safe_load_pickle, validate_dataset
+from .spec import SPLIT_NAMES, DatasetInfo, parse_spec
 from .transforms import MAX_IMAGE_PIXELS, Preprocess, decode_image, randaugment
 from .wds import write_wds_shards
 
 __all__ = [
-    "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "PREPROCESSINGS", "DatasetInfo", "Loader", "LoaderStats", "Mixup",
-    "Preprocess", "RestrictedUnpickler", "build_loader", "dataset_info", "decode_image", "default_preprocess",
-    "parse_spec", "randaugment", "safe_load_pickle", "smooth_one_hot", "validate_dataset", "write_wds_shards",
+    "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "PREPROCESSINGS", "SPLIT_NAMES", "DatasetInfo", "Loader", "LoaderStats",
+    "Mixup", "Preprocess", "RestrictedUnpickler", "build_loader", "dataset_info", "decode_image",
+    "default_preprocess", "parse_spec", "randaugment", "safe_load_pickle", "smooth_one_hot", "validate_dataset",
+    "write_wds_shards",
 ]

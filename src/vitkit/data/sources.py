@@ -1,95 +1,30 @@
-"""Data sources named by one string, and the checks that run before training starts.
+"""Map-style data sources (random access by index): digits, image folders, MNIST and CIFAR files.
 
-Spec grammar: ``KIND[:PATH][?key=value&key=value]``.
-
-* ``digits`` - scikit-learn's bundled 8x8 digits (1797 images, no download). Grey values 0..16 are scaled by
-  255/16 and rounded to uint8. Split: a fixed stratified split, 20% of every class to ``test`` (numpy
-  ``default_rng(DIGITS_SPLIT_SEED)`` permutation per class, see :func:`_digits_split`), the rest ``train``.
-* ``folder:PATH`` - ImageFolder layout. Labels are the sorted class sub-folder names of the *train* split so every
-  split shares one label map. ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) are used when present; otherwise
-  ``PATH`` itself is the requested split.
-* ``mnist:PATH`` - the four idx files (``train-images-idx3-ubyte[.gz]`` ...), gzipped or not.
-* ``cifar:PATH`` - CIFAR-10 (``data_batch_1..5``, ``test_batch``, ``batches.meta``) or CIFAR-100 (``train``,
-  ``test``, ``meta``; ``?labels=coarse`` for the 20 super-classes) python batches, in a folder or the original
-  ``.tar.gz``. The batches are pickles: they are read with :class:`RestrictedUnpickler`, which only rebuilds
-  dicts/lists/str/bytes/numbers and plain numpy arrays and refuses every other global.
-* ``wds:PATTERN`` - WebDataset shards, streamed (see :mod:`vitkit.data.wds`). PATTERN is a brace pattern
-  (``train-{000000..000004}.tar.gz``), may contain ``{split}``, or is a directory holding ``SPLIT-*.tar[.gz]``.
-  Query keys: ``num_classes``, ``num_examples`` (``N``, or per split ``train:50000,test:10000``), ``classes``
-  (comma-separated names). Example for the shared CIFAR-10 copy:
-  ``wds:/work/shared/data/cifar10?num_classes=10&num_examples=train:50000,test:10000``.
-  Otherwise metadata comes from ``classes.txt`` (one class name per line) or ``meta.json``
-  (``{"num_classes": K, "class_names": [...], "num_examples": {"train": N, "test": M}}``) next to the shards.
+Spec grammar and split names: :mod:`vitkit.data.spec`; streamed shards: :mod:`vitkit.data.wds`.
 """
 
 from __future__ import annotations
 
 import functools
-import glob
 import gzip
-import io
-import json
 import os
-import pickle
 import struct
 import tarfile
-import urllib.parse
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .pickles import RestrictedUnpickler, safe_load_pickle
 from .preprocess import IMAGE_SUFFIXES
+from .spec import DatasetInfo, ParsedSpec, canonical_split, parse_spec, split_candidates
+
+__all__ = ["ArraySource", "DecodedSource", "FolderSource", "MapSource", "ParsedSpec", "RestrictedUnpickler",
+           "open_map_source", "parse_spec", "safe_load_pickle"]
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the one list (vitkit.data.preprocess); this name is kept for callers
 DIGITS_SPLIT_SEED = 20201022  # the paper's arXiv date; any fixed value works, this one is documented
 DIGITS_TEST_FRACTION = 0.2
-KINDS = ("digits", "folder", "mnist", "cifar", "wds")
-
-
-@dataclass
-class DatasetInfo:
-    """What a trainer needs to know about a data set before building the model."""
-
-    num_classes: int
-    class_names: list[str] | None
-    num_examples: int | None  # None for streams whose size is not declared
-    multi_label: bool = False
-    kind: str = ""
-    split: str = "train"
-    channels: int = 3  # channels of the stored images (1 for digits/mnist); the loader converts to in_chans
-
-
-@dataclass
-class ParsedSpec:
-    kind: str
-    path: str
-    options: dict[str, str] = field(default_factory=dict)
-
-
-def parse_spec(spec: str) -> ParsedSpec:
-    """Split ``KIND:PATH?k=v`` into its parts; unknown kinds are a ValueError listing the valid ones."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"data spec must be a non-empty string like 'digits' or 'folder:PATH', got {spec!r}")
-    kind, _, rest = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind not in KINDS:
-        raise ValueError(f"unknown data source {kind!r} in spec {spec!r}; valid: {', '.join(KINDS)}")
-    options: dict[str, str] = {}
-    if "?" in rest:
-        rest, _, query = rest.rpartition("?")
-        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-            options[key] = value
-    if kind != "digits" and not rest:
-        raise ValueError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
-    return ParsedSpec(kind, os.path.expanduser(rest), options)
-
-
-def _check_split(split: str) -> str:
-    if split not in ("train", "test", "val", "validation"):
-        raise ValueError(f"unknown split {split!r}; valid: train, test, val")
-    return "val" if split == "validation" else split
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,8 +148,7 @@ def _class_dirs(path: str) -> list[str]:
 
 
 def _split_dir(root: str, split: str) -> str | None:
-    names = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}[split]
-    for n in names:
+    for n in split_candidates(split):
         if os.path.isdir(os.path.join(root, n)):
             return os.path.join(root, n)
     return None
@@ -318,63 +252,6 @@ def _mnist_source(root: str, split: str) -> ArraySource:
     return ArraySource("mnist", images, labels, [str(i) for i in range(10)], 10, split)
 
 
-# -- cifar ----------------------------------------------------------------------------------------------------------
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for the CIFAR python batches that cannot run code.
-
-    ``find_class`` is the only way a pickle reaches callables; it answers only numpy's array/dtype reconstructors,
-    which build plain arrays. Everything else (``os.system``, ``builtins.eval``, ``subprocess.Popen`` ...) raises
-    ``pickle.UnpicklingError`` before anything is called. Object arrays are refused after loading.
-    """
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_encode  # Python 3 protocol-2 pickles store bytes as _codecs.encode(str, 'latin1')
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a data file")
-
-
-def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode only allowed as encode(str, 'latin1'), got {encoding!r}")
-    return text.encode("latin1")
-
-
-def _check_plain(obj: Any, where: str, depth: int = 0) -> None:
-    if depth > 10:
-        raise ValueError(f"{where}: nesting too deep")
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise ValueError(f"{where}: object arrays are not allowed")
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_plain(k, where, depth + 1)
-            _check_plain(v, where, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _check_plain(v, where, depth + 1)
-    elif not isinstance(obj, (str, bytes, int, float, bool, type(None), np.dtype)):
-        raise ValueError(f"{where}: unexpected {type(obj).__name__} in a data file")
-
-
-def safe_load_pickle(data: bytes, where: str = "pickle") -> Any:
-    """Load a CIFAR-style pickle without executing anything; ValueError naming ``where`` if it is not plain data."""
-    try:
-        obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as e:  # any failure of a refused or malformed pickle is a data error
-        raise ValueError(f"{where}: refused to load: {e}") from e
-    _check_plain(obj, where)
-    return obj
-
 
 def _cifar_members(root: str) -> dict[str, bytes]:
     """Read the batch files (by base name) from a folder or the original tar.gz."""
@@ -469,7 +346,7 @@ def _cifar_source(root: str, split: str, options: dict[str, str]) -> ArraySource
 def open_map_source(spec: str, split: str = "train") -> MapSource:
     """The map-style source for ``spec``/``split`` (not for ``wds:``)."""
     p = parse_spec(spec)
-    split = _check_split(split)
+    split = canonical_split(split)
     if p.kind == "digits":
         return _digits_source(split)
     if p.kind == "folder":
@@ -479,103 +356,3 @@ def open_map_source(spec: str, split: str = "train") -> MapSource:
     if p.kind == "cifar":
         return _cifar_source(p.path, split, p.options)
     raise ValueError(f"{spec!r} is a stream, not a map-style source")
-
-
-def dataset_info(spec: str, split: str = "train") -> DatasetInfo:
-    """Number of classes, class names and size of ``spec``'s ``split`` (size is None for undeclared streams)."""
-    p = parse_spec(spec)
-    if p.kind == "wds":
-        from .wds import resolve_wds
-
-        return resolve_wds(p, _check_split(split)).info()
-    return open_map_source(spec, split).info()
-
-
-def check_labels(labels: np.ndarray, num_classes: int, where: str, *, require_all: bool = True) -> None:
-    """ValueError if ``labels`` is empty, has labels outside [0, num_classes) or (``require_all``) lacks a class."""
-    if len(labels) == 0:
-        raise ValueError(f"{where}: the data set is empty")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= num_classes:
-        bad = labels[(labels < 0) | (labels >= num_classes)]
-        raise ValueError(f"{where}: labels out of range [0, {num_classes}): found {sorted(set(bad.tolist()))[:10]}")
-    if require_all:
-        present = np.unique(labels)
-        if len(present) < num_classes:
-            missing = sorted(set(range(num_classes)) - set(present.tolist()))
-            raise ValueError(f"{where}: {len(present)} of the {num_classes} declared classes have examples; "
-                             f"missing classes {missing[:20]}{' ...' if len(missing) > 20 else ''}")
-
-
-def validate_dataset(spec: str, split: str = "train", *, num_classes: int | None = None,
-                     require_all_classes: bool = True) -> DatasetInfo:
-    """Check ``spec``/``split`` before training: not empty, labels in range, no declared class missing.
-
-    ``num_classes`` is the number the model is built for (e.g. a checkpoint's head); by default the source's own.
-    For streams, the shards must exist and the first samples are read to check the label range.
-    Raises ValueError (or FileNotFoundError) with the data set and the mismatch; returns the DatasetInfo.
-    """
-    p = parse_spec(spec)
-    split = _check_split(split)
-    where = f"data {spec!r} split {split!r}"
-    if p.kind == "wds":
-        from .wds import resolve_wds
-
-        ws = resolve_wds(p, split)
-        ws.check_first_shard(num_classes if num_classes is not None else ws.num_classes)
-        info = ws.info()
-        if num_classes is not None and num_classes < info.num_classes:
-            raise ValueError(f"{where}: data declares {info.num_classes} classes but num_classes={num_classes}")
-        return info
-    src = open_map_source(spec, split)
-    k = src.num_classes if num_classes is None else int(num_classes)
-    if num_classes is not None and num_classes < src.num_classes:
-        raise ValueError(f"{where}: data has {src.num_classes} classes but num_classes={num_classes}")
-    check_labels(src.labels, k, where, require_all=require_all_classes)
-    return src.info()
-
-
-def expand_shards(pattern: str, split: str) -> list[str]:
-    """Shard paths of a ``wds:`` pattern: brace-expanded (``{split}`` substituted), or ``DIR`` -> ``DIR/SPLIT-*``.
-
-    Only shard *file names* are listed; the samples inside are never enumerated up front.
-    """
-    import braceexpand
-
-    if os.path.isdir(pattern):
-        names = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}[split]
-        for n in names:
-            found = sorted(glob.glob(os.path.join(glob.escape(pattern), f"{n}-*.tar")) +
-                           glob.glob(os.path.join(glob.escape(pattern), f"{n}-*.tar.gz")) +
-                           glob.glob(os.path.join(glob.escape(pattern), f"{n}-*.tgz")))
-            if found:
-                return found
-        raise FileNotFoundError(f"wds: no {split}-*.tar[.gz] shards in directory {pattern!r}")
-    pat = pattern.replace("{split}", split)
-    shards = list(braceexpand.braceexpand(pat))
-    missing = [s for s in shards if not os.path.isfile(s)]
-    if missing:
-        raise FileNotFoundError(f"wds: {len(missing)} of {len(shards)} shards of {pattern!r} do not exist, "
-                                f"e.g. {missing[0]!r}")
-    return shards
-
-
-def read_wds_metadata(shard_dir: str) -> dict[str, Any]:
-    """``classes.txt`` / ``meta.json`` beside the shards, as {num_classes, class_names, num_examples}."""
-    meta: dict[str, Any] = {}
-    mj = os.path.join(shard_dir, "meta.json")
-    if os.path.isfile(mj):
-        try:
-            raw = json.loads(Path(mj).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"wds: cannot parse {mj!r}: {e}") from e
-        if not isinstance(raw, dict):
-            raise ValueError(f"wds: {mj!r} must hold a JSON object")
-        meta.update({k: raw[k] for k in ("num_classes", "class_names", "num_examples") if k in raw})
-    ct = os.path.join(shard_dir, "classes.txt")
-    if os.path.isfile(ct):
-        names = [ln.strip() for ln in Path(ct).read_text().splitlines() if ln.strip()]
-        if "class_names" in meta and list(meta["class_names"]) != names:
-            raise ValueError(f"wds: {ct!r} and meta.json list different class names")
-        meta["class_names"] = names
-    return meta

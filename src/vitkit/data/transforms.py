@@ -282,6 +282,12 @@ def randaugment(im: Image.Image, num_ops: int, magnitude: float, rng: random.Ran
 # -------------------------------------------------------------------------------------------------------------------
 
 
+# Evaluation resize modes, decided here (the training config offers exactly these): "resize" squashes the image
+# to the model's size (TF-exact bilinear, the official ViT eval); "resize_crop" resizes by 1/crop_fraction and takes
+# the centre crop (Inception/DeiT/big_vision style).
+EVAL_RESIZE = ("resize", "resize_crop")
+
+
 class Preprocess:
     """Picklable per-sample transform: raw sample (uint8 array or encoded bytes) -> HWC array with values in [0, 255]
     (uint8, or float32 from the TF-exact evaluation resize)."""
@@ -292,8 +298,8 @@ class Preprocess:
                  preprocess: str = "pil"):
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
-        if eval_resize not in ("resize", "resize_crop"):
-            raise ValueError(f"eval_resize must be 'resize' or 'resize_crop', got {eval_resize!r}")
+        if eval_resize not in EVAL_RESIZE:
+            raise ValueError(f"eval_resize must be one of {', '.join(EVAL_RESIZE)}, got {eval_resize!r}")
         # the evaluation preprocessing (vitkit.data.preprocess); training augmentation is always Pillow's
         self.preprocess = check_preprocess(preprocess, 3 if train else in_chans)
         self.tf_eval = not train and preprocess in TF_PREPROCESSINGS

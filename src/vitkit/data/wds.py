@@ -16,6 +16,7 @@ Remote shards (``https://``, ``s3://``, ``gs://`` through fsspec, ``pipe:`` comm
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import os
@@ -29,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from .preprocess import IMAGE_SUFFIXES
-from .sources import DatasetInfo, ParsedSpec, expand_shards, read_wds_metadata
+from .spec import DatasetInfo, ParsedSpec, canonical_split, split_candidates
+from .wds_meta import read_wds_metadata
 from .wds_remote import expand_remote_shards, is_remote, open_remote, read_remote_metadata
 
 IMAGE_EXTS = tuple(s[1:] for s in IMAGE_SUFFIXES)  # WebDataset keys: the one suffix list, without the dot
@@ -87,9 +89,34 @@ def _int_option(options: dict[str, str], key: str, spec: str) -> int | None:
     return v
 
 
+def expand_shards(pattern: str, split: str) -> list[str]:
+    """Shard paths of a ``wds:`` pattern: brace-expanded (``{split}`` substituted), or ``DIR`` -> ``DIR/SPLIT-*``.
+
+    Only shard *file names* are listed; the samples inside are never enumerated up front.
+    """
+    import braceexpand
+
+    if os.path.isdir(pattern):
+        for n in split_candidates(split):
+            found = sorted(glob.glob(os.path.join(glob.escape(pattern), f"{n}-*.tar")) +
+                           glob.glob(os.path.join(glob.escape(pattern), f"{n}-*.tar.gz")) +
+                           glob.glob(os.path.join(glob.escape(pattern), f"{n}-*.tgz")))
+            if found:
+                return found
+        raise FileNotFoundError(f"wds: no {split}-*.tar[.gz] shards in directory {pattern!r}")
+    pat = pattern.replace("{split}", split)
+    shards = list(braceexpand.braceexpand(pat))
+    missing = [s for s in shards if not os.path.isfile(s)]
+    if missing:
+        raise FileNotFoundError(f"wds: {len(missing)} of {len(shards)} shards of {pattern!r} do not exist, "
+                                f"e.g. {missing[0]!r}")
+    return shards
+
+
 def resolve_wds(p: ParsedSpec, split: str) -> WdsSource:
     """Shard list and metadata of a ``wds:`` spec. The shard files are checked to exist; nothing is read."""
     spec = f"wds:{p.path}"
+    split = canonical_split(split)
     if is_remote(p.path):
         shards, meta_dir = expand_remote_shards(p.path, split)
         meta = read_remote_metadata(meta_dir) if meta_dir is not None else {}
@@ -119,8 +146,7 @@ def resolve_wds(p: ParsedSpec, split: str) -> WdsSource:
         for part in p.options["num_examples"].split(","):
             name, _, value = part.partition(":")
             per_split[name.strip()] = value.strip()
-        alias = {"test": "val", "val": "test"}.get(split, split)
-        value = per_split.get(split, per_split.get(alias))
+        value = next((per_split[s] for s in split_candidates(split) if s in per_split), None)
         if value is not None:
             n = _int_option({"num_examples": value}, "num_examples", spec)
     else:
@@ -128,7 +154,7 @@ def resolve_wds(p: ParsedSpec, split: str) -> WdsSource:
     if n is None:
         ne = meta.get("num_examples")
         if isinstance(ne, dict):
-            ne = ne.get(split, ne.get("test" if split == "val" else "val" if split == "test" else split))
+            ne = next((ne[s] for s in split_candidates(split) if s in ne), None)
         n = int(ne) if isinstance(ne, (int, float, str)) and str(ne).isdigit() else None
     return WdsSource(p.path, split, shards, k, list(names) if names else None, n)
 

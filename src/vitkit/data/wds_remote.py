@@ -18,7 +18,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .sources import read_wds_metadata
+from .spec import split_candidates
+from .wds_meta import read_wds_metadata
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _REMOTE_HINT = "remote shards need fsspec and its protocol's package: pip install 'vitkit[remote]' (http(s), s3, gs)"
@@ -56,7 +57,7 @@ def expand_remote_shards(pattern: str, split: str) -> tuple[list[str], str | Non
     fs, _ = _fs(pat)
     if "{" not in pat and not pat.rstrip("/").endswith((".tar", ".tar.gz", ".tgz")):
         base = pat.rstrip("/")
-        names = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}[split]
+        names = split_candidates(split)
         for n in names:
             found: list[str] = []
             for ext in ("tar", "tar.gz", "tgz"):

@@ -1,8 +1,8 @@
-"""Batched inference over a data loader: top-k accuracy and frozen features."""
+"""Batched inference over a data loader: the one evaluator (loss, top-k), frozen features, probabilities."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..perf import autocast, inference_model
+from .metrics import compute_loss, topk_hits
 
 
 def _total(loader: Any, total: int | None) -> int | None:
@@ -96,6 +97,85 @@ def match_classes(
                                                                       else "one side)"))
 
 
+def score(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    topk: Sequence[int] = (1, 5),
+    loss: str | None = "softmax",
+    flip: bool = False,
+    precision: str = "auto",
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    classes: ClassMatch | None = None,
+    reduce: Callable[[torch.Tensor], Any] | None = None,
+    inference: bool = True,
+    total: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The evaluator: loss, top-k accuracies (and with ``flip`` the same of the mean logits of each image and its
+    mirror image) over a loader of ``(images, labels)``; ``vitkit eval`` and the trainer both call it.
+
+    ``model`` is used as given (in eval mode for the duration). Sums stay on ``device`` until the end (no host sync
+    per batch); ``reduce`` (e.g. an all-reduce over processes) is applied to them before the division.
+    ``num_classes``: labels must lie below it. ``classes`` (:func:`match_classes`): data labels are mapped to the
+    model's indices, and for a subset of the model's classes the prediction is made among that subset (the other
+    logits are -inf). ``inference=False`` runs under ``no_grad`` instead of
+    ``inference_mode`` (a model that keeps training afterwards, e.g. under FSDP). Returns ``loss`` (if ``loss``),
+    ``top{k}``, ``flip_top{k}``, ``examples``.
+    """
+    dev = torch.device(device)
+    ks = tuple(int(k) for k in topk)
+    views = 2 if flip else 1
+    sums = torch.zeros(2 + views * len(ks), dtype=torch.float64, device=dev)  # examples, loss, hits...
+    label_map = torch.tensor(classes.label_map, device=dev) if classes is not None and classes.label_map else None
+    mask = None
+    if classes is not None and classes.subset:
+        assert num_classes is not None, "a class subset needs num_classes"
+        mask = torch.full((num_classes,), float("-inf"), device=dev)
+        mask[list(classes.subset)] = 0.0
+    limit = num_classes if label_map is None else len(label_map)
+    was_training = model.training
+    model.eval()
+    grad_off = torch.inference_mode() if inference else torch.no_grad()
+    bar = tqdm(loader, desc="eval", total=_total(loader, total), unit="batch", disable=not progress, leave=False)
+    try:
+        with grad_off:
+            for images, labels in bar:
+                images = images.to(dev, non_blocking=True)
+                labels = torch.as_tensor(labels).to(dev, non_blocking=True)
+                if labels.dim() == 1:
+                    labels = labels.long()
+                    if limit is not None and labels.numel() and (labels.min() < 0 or labels.max() >= limit):
+                        raise ValueError(f"labels in the data reach {int(labels.max())} but there are {limit} classes")
+                    if label_map is not None:
+                        labels = label_map[labels]
+                with autocast(precision, dev):
+                    logits = model(images)
+                    mirrored = model(images.flip(-1)) if flip else None
+                logits = logits.float() if mask is None else logits.float() + mask
+                mirrored = mirrored if mirrored is None or mask is None else mirrored.float() + mask
+                n = labels.shape[0]
+                parts = [torch.full((), float(n), dtype=torch.float64, device=dev)]
+                parts.append(compute_loss(logits, labels, loss, 0.0).double() * n if loss else parts[0] * 0)
+                parts.append(topk_hits(logits, labels, ks).double())
+                if mirrored is not None:
+                    parts.append(topk_hits((logits + mirrored.float()) / 2, labels, ks).double())
+                sums += torch.cat([x.reshape(-1) for x in parts])
+    finally:
+        model.train(was_training)
+    if reduce is not None:
+        reduce(sums)
+    vals = sums.tolist()
+    n = vals[0]
+    res: dict[str, Any] = {"loss": vals[1] / max(n, 1.0)} if loss else {}
+    for v, prefix in enumerate(("", "flip_")[:views]):
+        for i, k in enumerate(ks):
+            res[f"{prefix}top{k}"] = vals[2 + v * len(ks) + i] / max(n, 1.0)
+    res["examples"] = int(n)
+    return res
+
+
 def evaluate_accuracy(
     model: nn.Module,
     loader: Iterable,
@@ -108,7 +188,8 @@ def evaluate_accuracy(
     flip: bool = False,
     classes: ClassMatch | None = None,
 ) -> dict[str, Any]:
-    """Top-k accuracies over a loader of ``(images, labels)`` batches.
+    """Top-k accuracies and the softmax cross-entropy of a trained model over a loader (:func:`score` on the
+    inference-ready model).
 
     ``classes`` (:func:`match_classes`): data labels are mapped to the model's indices, and for a
     subset of the model's classes the prediction is made among that subset.
@@ -121,34 +202,16 @@ def evaluate_accuracy(
     num_classes = int(model.config.num_classes)
     if num_classes < 1:
         raise ValueError("the model has no classification head (num_classes=0); use `vitkit fewshot` instead")
-    label_map = torch.tensor(classes.label_map) if classes is not None and classes.label_map else None
-    mask = None
-    if classes is not None and classes.subset:
-        mask = torch.full((num_classes,), float("-inf"))
-        mask[list(classes.subset)] = 0.0
-    ks = [min(int(k), num_classes if mask is None else len(classes.subset)) for k in topk]
-    views = {"": dict.fromkeys(topk, 0), **({"flip_": dict.fromkeys(topk, 0)} if flip else {})}
-    n = 0
-    fn = "logits+flip" if flip else "logits"
-    for out, labels in _batches(model, loader, fn, precision, device, "eval", total, progress):
-        limit = num_classes if label_map is None else len(label_map)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= limit):
-            raise ValueError(f"labels in the data reach {int(labels.max())} but there are {limit} classes")
-        if label_map is not None:
-            labels = label_map[labels]
-        if mask is not None:
-            out = out + mask
-        scores = {"": out[0], "flip_": out.mean(0)} if flip else {"": out}
-        for view, logits in scores.items():
-            hit = logits.topk(max(ks), dim=-1).indices == labels[:, None]
-            for k, kk in zip(topk, ks):
-                views[view][k] += int(hit[:, :kk].any(dim=1).sum())
-        n += labels.numel()
+    dev = torch.device(device)
+    net = inference_model(model.to(dev), precision)
+    res = score(net, loader, topk=topk, flip=flip, precision=precision, device=dev, num_classes=num_classes,
+                classes=classes, total=total, progress=progress)
+    n = res.pop("examples")
     if n == 0:
         raise ValueError("the data has no examples to evaluate")
-    res: dict[str, Any] = {f"{view}top{k}": c[k] / n for view, c in views.items() for k in topk}
     res["num_examples"] = n
-    res["k_used"] = {f"top{k}": kk for k, kk in zip(topk, ks)}
+    scored = len(classes.subset) if classes is not None and classes.subset else num_classes
+    res["k_used"] = {f"top{k}": min(int(k), scored) for k in topk}
     return res
 
 

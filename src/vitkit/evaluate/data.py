@@ -26,13 +26,13 @@ def open_loader(
     cfg: Any,
     *,
     split: str,
-    image_size: int,
     batch_size: int,
     limit: int | None = None,
     num_workers: int | None = None,
     preprocess: str | None = None,
 ) -> tuple[Any, Any, int | None]:
-    """(loader of normalised eval batches, dataset info, number of batches if known) for a spec.
+    """(loader of normalised eval batches, dataset info, number of batches if known) for a spec, at the model's
+    (h, w) ``cfg.image_size`` (the model decides the size: resample it with ``load_for_inference`` first).
 
     ``preprocess``: the evaluation preprocessing (None: the default for ``cfg``'s normalisation); the loader's
     ``preprocess`` attribute says which ran."""
@@ -42,8 +42,9 @@ def open_loader(
     build_loader, dataset_info = _data_api()
     info = dataset_info(spec, split=split)
     loader = build_loader(
-        spec, split=split, train=False, image_size=image_size, batch_size=batch_size, mean=cfg.mean, std=cfg.std,
-        in_chans=cfg.in_chans, num_workers=num_workers, eval_resize="resize", limit=limit, preprocess=name,
+        spec, split=split, train=False, image_size=tuple(cfg.image_size), batch_size=batch_size, mean=cfg.mean,
+        std=cfg.std, in_chans=cfg.in_chans, num_workers=num_workers, eval_resize="resize", limit=limit,
+        preprocess=name,
     )
     n = getattr(info, "num_examples", None)
     if n is not None and limit is not None:
@@ -131,8 +132,8 @@ def gather_images(
         if have >= num_images:
             break
         if not Path(item).exists() and is_data_spec(item):
-            loader, _, _ = open_loader(item, cfg, split=split, image_size=size[0], batch_size=batch_size,
-                                       limit=num_images - have, preprocess=preprocess)
+            loader, _, _ = open_loader(item, cfg, split=split, batch_size=batch_size, limit=num_images - have,
+                                       preprocess=preprocess)
             for x, _ in loader:
                 chunks.append(x[: num_images - have])
                 have += len(chunks[-1])

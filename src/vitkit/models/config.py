@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CLASSIFIERS = ("token", "gap", "unpooled", "token_unpooled")
+# The classifiers that pool to one vector per image (the *_unpooled ones give a logit per token): what an image
+# classification loss can train.
+POOLED_CLASSIFIERS = ("token", "gap")
 GELU_VARIANTS = ("tanh", "exact")
 POSEMB_RESAMPLE = ("bilinear", "bicubic")
 
@@ -236,6 +239,9 @@ class ViTConfig:
             )
         if self.num_classes < 0:
             raise ConfigFieldError("num_classes", f"num_classes must be >= 0, got {self.num_classes}")
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ConfigFieldError("mean", f"mean={self.mean} and std={self.std} need in_chans={self.in_chans} "
+                                           "entries each")
         if not self.transformer and self.resnet is None:
             raise ValueError("transformer=False (a plain ResNet) needs a resnet config")
         if self.class_names is not None and self.num_classes and len(self.class_names) != self.num_classes:

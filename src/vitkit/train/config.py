@@ -3,47 +3,85 @@
 Every option lives in a dataclass below; presets (``presets.py``) return a filled-in
 :class:`TrainConfig` and the command line changes single fields with dotted keys
 (``optim.lr=0.01 data.randaugment=2,10 ema=0.9999``). Unknown keys and values of the wrong
-type are rejected with the valid choices listed. The resolved tree is written to
-``OUT/config.yaml`` and read back by ``--resume``.
+type are rejected with the valid choices listed (:mod:`vitkit.train.options`). The resolved tree is
+written to ``OUT/config.yaml`` and read back by ``--resume``.
+
+Vocabularies are not repeated here: the model options are :class:`~vitkit.models.ViTConfig`'s own fields,
+the evaluation resize modes are the transform's, the precisions are ``vitkit.perf``'s and the split names
+are ``vitkit.data.spec``'s, so ``--list-options`` offers exactly what the consumers accept.
+
+Rules decided here (:func:`apply_overrides`):
+
+* ``schedule.steps`` and ``schedule.epochs``: one sets the run length. Overriding one resets the other
+  (a preset's ``epochs`` never silently beats an explicit ``steps=N``); setting both is an error.
+* ``model.init=CKPT``: the architecture comes from the checkpoint. A preset's architecture fields
+  (:data:`ARCHITECTURE`) are dropped; ones set explicitly are compared with the file when the model is built
+  and a contradiction is an error naming both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional
 
 import yaml
 
 from ..data.preprocess import PREPROCESSINGS
+from ..data.spec import SPLIT_NAMES
+from ..data.transforms import EVAL_RESIZE
+from ..models.config import GELU_VARIANTS, POOLED_CLASSIFIERS, POSEMB_RESAMPLE, ViTConfig
+from ..perf import PRECISIONS
+from .options import from_dict_typed, set_option, to_dict
+from .options import list_options as _list_options
+
+__all__ = ["ARCHITECTURE", "DataConfig", "DistConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+           "apply_overrides", "copy_config", "from_dict", "list_options", "load_yaml", "save_yaml", "set_option",
+           "to_dict", "validate"]
+
+# ViTConfig fields that are not model.* options, because another value decides them: the data set decides
+# num_classes and class_names, data.image_size the input size; the hybrid stem is given flat as
+# model.resnet_layers / model.resnet_width (a nested config does not fit key=value); extra is free-form.
+_DECIDED_ELSEWHERE = ("name", "num_classes", "class_names", "image_size", "resnet", "extra")
+_VOCABULARIES = {"classifier": POOLED_CLASSIFIERS, "gelu": GELU_VARIANTS, "posemb_resample": POSEMB_RESAMPLE}
+# Fields that decide which weights exist: with model.init they come from the checkpoint.
+ARCHITECTURE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "classifier", "in_chans",
+                "transformer", "resnet_layers", "resnet_width")
 
 
-@dataclass
-class ModelConfig:
-    """The network. ``init``: fine-tune from a checkpoint (any format ``load_model`` reads,
-    any resolution: position embeddings are resampled, the head re-made zero-initialised).
-    ``None`` fields keep the named model's (or the checkpoint's) value."""
+def _override_type(name: str, tp: Any) -> Any:
+    if name in _VOCABULARIES:
+        return Optional[Literal[_VOCABULARIES[name]]]  # noqa: UP045 - a runtime type object, not an annotation
+    if tp == tuple[int, int]:
+        return Optional[int | tuple[int, int]]  # noqa: UP045 - "4" or "4,2"
+    if tp == tuple[float, float, float]:
+        return Optional[tuple[float, ...]]  # noqa: UP045 - mean/std: one entry per input channel (in_chans)
+    return Optional[tp]  # noqa: UP045
 
-    name: str = "ViT-Ti_16"
-    init: str | None = None
-    patch_size: int | None = None
-    hidden_size: int | None = None
-    mlp_dim: int | None = None
-    num_heads: int | None = None
-    num_layers: int | None = None
-    # Hybrid stem (the paper's ResNet + ViT): bottleneck units per ResNet stage, "()" = the root
-    # block only (R+ViT-Ti); None keeps the named model's stem (none for a plain ViT).
-    resnet_layers: tuple[int, ...] | None = None
-    resnet_width: float | None = None  # int(64 * width) root channels, as the official ResNet (0.5, 1, 2, ...)
-    classifier: Literal["token", "gap", None] = None
-    # The paper's pre-logits layer: 0 = none, None = the model's default (a fresh task drops it).
-    representation_size: int | None = None
-    dropout_rate: float | None = None
-    attention_dropout_rate: float | None = None
-    drop_path_rate: float | None = None
+
+def _model_config_fields() -> list[tuple[str, Any, Any]]:
+    vit_types = typing.get_type_hints(ViTConfig)
+    out: list[tuple[str, Any, Any]] = [("name", str, field(default="ViT-Ti_16")),
+                                       ("init", Optional[str], field(default=None))]  # noqa: UP045
+    for f in dataclasses.fields(ViTConfig):
+        if f.name not in _DECIDED_ELSEWHERE:
+            out.append((f.name, _override_type(f.name, vit_types[f.name]), field(default=None)))
+    out += [("resnet_layers", Optional[tuple[int, ...]], field(default=None)),  # noqa: UP045
+            ("resnet_width", Optional[float], field(default=None))]  # noqa: UP045
+    return out
+
+
+# Generated from ViTConfig rather than written out, so the two cannot drift: a new model field is a new option.
+ModelConfig = dataclasses.make_dataclass("ModelConfig", _model_config_fields(), namespace={"__doc__": """The network:
+    ``name`` (a registered model) with any :class:`~vitkit.models.ViTConfig` field overridden; ``None`` keeps the
+    named model's (or the checkpoint's) value. ``init``: fine-tune from a checkpoint (any format ``load_model``
+    reads, any resolution: position embeddings are resampled, the head re-made zero-initialised).
+    ``representation_size``: 0 = no pre-logits layer (a fresh task from ``init`` drops it unless set).
+    ``resnet_layers``: bottleneck units per stage of a hybrid stem, ``()`` = the root block only;
+    ``resnet_width``: its width factor, int(64 * width) root channels as the official ResNet (0.5, 1, 2, ...)."""})
+ModelConfig.__module__ = __name__
 
 
 @dataclass
@@ -53,22 +91,24 @@ class DataConfig:
 
     train: str = "digits"
     test: str | None = None  # None: the train spec's test split, if it has one (else no evaluation)
-    train_split: str = "train"
-    test_split: str = "test"
-    image_size: int = 224
+    train_split: Literal[SPLIT_NAMES] = "train"
+    test_split: Literal[SPLIT_NAMES] = "test"
+    # (h, w) or one number for a square; divisibility by the model's stride is checked by ViTConfig.
+    image_size: int | tuple[int, int] = 224
     batch_size: int = 512
     micro_batch_size: int = 0  # 0: batch_size / world_size (no accumulation)
     eval_batch_size: int = 256
     num_workers: int | None = None
-    eval_resize: Literal["resize", "crop"] = "resize"
+    eval_resize: Literal[EVAL_RESIZE] = "resize"
     # evaluation preprocessing (vitkit.data.preprocess): None = vit_jax for the official [-1, 1] normalisation, else pil
     eval_preprocess: Literal[(*PREPROCESSINGS, None)] = None
     crop_area: tuple[float, float] = (0.05, 1.0)
     flip: bool = True
     randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)
     # (size, fraction): progressive resizing. The first ``fraction`` of training (of the steps, or
-    # of the time budget) runs on the batches downsampled to ``size`` px; the model resamples its
-    # position embeddings on the fly. Evaluation always runs at ``image_size``.
+    # of the time budget) runs on the batches downsampled to ``size`` x ``size`` px (a square
+    # image_size only); the model resamples its position embeddings on the fly. Evaluation always
+    # runs at ``image_size``.
     progressive_resize: tuple[int, float] | None = None
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -100,8 +140,9 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Linear warm-up from 0, then decay to ``end_lr_ratio * lr``. ``epochs > 0`` sets
-    ``steps`` from the training set size."""
+    """Linear warm-up from 0, then decay to ``end_lr_ratio * lr``. The run length is ``steps`` or,
+    when ``epochs > 0``, epochs of the training set (then ``steps`` must be 0): overriding one of
+    them on the command line resets the other; setting both is an error."""
 
     steps: int = 1000
     epochs: float = 0.0
@@ -130,7 +171,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     loss: Literal["auto", "softmax", "sigmoid"] = "auto"  # auto: sigmoid for multi-label data
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal[PRECISIONS] = "auto"
     device: str = "auto"  # auto: cuda if available (LOCAL_RANK's GPU), else cpu
     compile: bool = False
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.9999); 0 = off
@@ -149,183 +190,46 @@ class TrainConfig:
     preset: str | None = None  # which preset this came from (informational)
 
 
-# -- overrides ----------------------------------------------------------------------
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_NONE = {"none", "null", "~", ""}
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"tuple of {_type_name(args[0])} (any length, e.g. '(1,2)' or '()')"
-        return "tuple of " + ", ".join(_type_name(a) for a in args)
-    if tp is type(None):
-        return "none"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(text: Any, tp: Any, key: str) -> Any:
-    """Convert a command-line string (or a YAML value) to the declared type of ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if type(None) in args and (text is None or (isinstance(text, str) and text.strip().lower() in _NONE)):
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(text, a, key)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(f"{key}={text!r}: expected {_type_name(tp)}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if text is None and None in choices:
-            return None
-        for c in choices:
-            if c is None and isinstance(text, str) and text.lower() in _NONE:
-                return None
-            if c is not None and str(c) == str(text):
-                return c
-        raise ValueError(f"{key}={text!r}: expected {_type_name(tp)}")
-    if origin is tuple:
-        elems = typing.get_args(tp)
-        if isinstance(text, str):
-            parts = [p for p in text.strip().strip("()[]").split(",") if p.strip()]
-        elif isinstance(text, (list, tuple)):
-            parts = list(text)
-        else:
-            raise ValueError(f"{key}={text!r}: expected {_type_name(tp)}")
-        if len(elems) == 2 and elems[1] is Ellipsis:
-            elems = (elems[0],) * len(parts)
-        if len(parts) != len(elems):
-            raise ValueError(f"{key}={text!r}: expected {len(elems)} comma-separated values ({_type_name(tp)})")
-        return tuple(_coerce(p.strip() if isinstance(p, str) else p, t, key) for p, t in zip(parts, elems))
-    if tp is bool:
-        if isinstance(text, bool):
-            return text
-        s = str(text).strip().lower()
-        if s in _TRUE:
-            return True
-        if s in _FALSE:
-            return False
-        raise ValueError(f"{key}={text!r}: expected a bool (true/false)")
-    if tp is int:
-        if isinstance(text, bool):
-            raise ValueError(f"{key}={text!r}: expected an int")
-        if isinstance(text, int):
-            return text
-        try:
-            f = float(str(text).replace("_", ""))
-        except ValueError:
-            raise ValueError(f"{key}={text!r}: expected an int") from None
-        if not f.is_integer():
-            raise ValueError(f"{key}={text!r}: expected an int")
-        return int(f)
-    if tp is float:
-        if isinstance(text, bool):
-            raise ValueError(f"{key}={text!r}: expected a float")
-        try:
-            return float(str(text).replace("_", "")) if isinstance(text, str) else float(text)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key}={text!r}: expected a float") from None
-    if tp is str:
-        if text is None:
-            raise ValueError(f"{key}: expected a string")
-        return str(text)
-    raise TypeError(f"{key}: unsupported option type {tp}")
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def set_option(cfg: Any, key: str, value: Any) -> None:
-    """Set one dotted option (``optim.lr``) in place, converting ``value`` to its declared type."""
-    parts = key.split(".")
-    node = cfg
-    for i, part in enumerate(parts):
-        names = [f.name for f in dataclasses.fields(node)]
-        where = ".".join(parts[:i]) or "the top level"
-        if part not in names:
-            valid = ", ".join(
-                f"{'.'.join(parts[:i] + [n])}" for n in names
-            )
-            raise ValueError(f"unknown option {key!r} (no {part!r} in {where}); valid options: {valid}")
-        tp = _hints(type(node))[part]
-        if i == len(parts) - 1:
-            if dataclasses.is_dataclass(tp):
-                sub = [f.name for f in dataclasses.fields(tp)]
-                opts = ", ".join(f"{key}.{n}" for n in sub)
-                raise ValueError(f"{key!r} is a section; set one of its options: {opts}")
-            setattr(node, part, _coerce(value, tp, key))
-        else:
-            node = getattr(node, part)
-            if not dataclasses.is_dataclass(node):
-                raise ValueError(f"unknown option {key!r}: {'.'.join(parts[: i + 1])} is not a section")
-
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``key=value`` strings to a copy of ``cfg``."""
     cfg = copy_config(cfg)
+    given: list[str] = []
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.01)")
         key, value = item.split("=", 1)
         set_option(cfg, key.strip(), value)
+        given.append(key.strip())
+    length = [k for k in ("schedule.steps", "schedule.epochs") if k in given]
+    if len(length) == 2:
+        raise ValueError("schedule.steps and schedule.epochs both set: give one of them (the run length)")
+    if length == ["schedule.steps"]:
+        cfg.schedule.epochs = 0.0
+    elif length == ["schedule.epochs"]:
+        cfg.schedule.steps = 0
+    if cfg.model.init:
+        for k in ARCHITECTURE:  # the checkpoint decides; only explicit values are checked against it
+            if f"model.{k}" not in given:
+                setattr(cfg.model, k, None)
     validate(cfg)
     return cfg
+
 
 
 def copy_config(cfg: TrainConfig) -> TrainConfig:
     return from_dict(to_dict(cfg))
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    def conv(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [conv(x) for x in v]
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        return v
-
-    return conv(dataclasses.asdict(cfg))
-
-
-def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
-    obj = cls()
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if k not in names:
-            raise ValueError(f"unknown option {key!r}; valid options: " + ", ".join(f"{prefix}{n}" for n in names))
-        tp = hints[k]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(v, dict):
-                raise ValueError(f"{key} must be a mapping")
-            setattr(obj, k, _from_dict(tp, v, f"{key}."))
-        else:
-            setattr(obj, k, _coerce(v, tp, key))
-    return obj
-
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:
-    return _from_dict(TrainConfig, d, "")
+    return from_dict_typed(TrainConfig, d, "")
+
 
 
 def save_yaml(cfg: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
 
 
 def load_yaml(path: Path) -> TrainConfig:
@@ -337,16 +241,20 @@ def load_yaml(path: Path) -> TrainConfig:
     return cfg
 
 
+
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks that a type alone cannot express."""
     checks = [
         (cfg.data.batch_size >= 1, f"data.batch_size={cfg.data.batch_size} must be >= 1"),
         (cfg.data.micro_batch_size >= 0, "data.micro_batch_size must be >= 0"),
-        (cfg.data.image_size >= 1, "data.image_size must be >= 1"),
+        (min(image_hw(cfg.data)) >= 1, f"data.image_size={cfg.data.image_size} must be >= 1"),
         (cfg.optim.lr > 0, f"optim.lr={cfg.optim.lr} must be > 0"),
         (cfg.optim.clip_norm >= 0, "optim.clip_norm must be >= 0"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
-        (cfg.schedule.steps >= 1 or cfg.schedule.epochs > 0, "schedule.steps must be >= 1"),
+        (cfg.schedule.steps >= 1 or cfg.schedule.epochs > 0, "schedule.steps must be >= 1 (or set schedule.epochs)"),
+        (not (cfg.schedule.steps > 0 and cfg.schedule.epochs > 0), f"schedule.steps={cfg.schedule.steps} and "
+         f"schedule.epochs={cfg.schedule.epochs} both set: the run length is one of them (set the other to 0)"),
+        (cfg.schedule.steps >= 0 and cfg.schedule.epochs >= 0, "schedule.steps and schedule.epochs must be >= 0"),
         (cfg.schedule.warmup_steps >= 0, "schedule.warmup_steps must be >= 0"),
         (cfg.schedule.time_budget_s >= 0, "schedule.time_budget_s must be >= 0"),
         (0.0 <= cfg.ema < 1.0, f"ema={cfg.ema} must be in [0, 1)"),
@@ -365,24 +273,22 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"data.crop_area={cfg.data.crop_area} must satisfy 0 < min <= max <= 1")
     if cfg.data.progressive_resize is not None:
         size, frac = cfg.data.progressive_resize
-        if not (1 <= size < cfg.data.image_size and 0 < frac < 1):
+        h, w = image_hw(cfg.data)
+        if h != w:
+            raise ValueError(f"data.progressive_resize needs a square data.image_size, got {cfg.data.image_size}")
+        if not (1 <= size < h and 0 < frac < 1):
             raise ValueError(f"data.progressive_resize={cfg.data.progressive_resize} must be (size, fraction) with "
-                             f"1 <= size < data.image_size={cfg.data.image_size} and 0 < fraction < 1")
+                             f"1 <= size < data.image_size={h} and 0 < fraction < 1")
+
+
+
+
+def image_hw(data: DataConfig) -> tuple[int, int]:
+    """``data.image_size`` as the (h, w) pair every consumer gets."""
+    s = data.image_size
+    return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
 
 
 def list_options(cfg: TrainConfig | None = None) -> list[tuple[str, str, Any]]:
-    """(dotted key, type, current value) for every option, for ``--help-options``."""
-    cfg = cfg or TrainConfig()
-    out: list[tuple[str, str, Any]] = []
-
-    def walk(node: Any, prefix: str) -> None:
-        hints = _hints(type(node))
-        for f in dataclasses.fields(node):
-            v = getattr(node, f.name)
-            if dataclasses.is_dataclass(v):
-                walk(v, f"{prefix}{f.name}.")
-            else:
-                out.append((f"{prefix}{f.name}", _type_name(hints[f.name]), v))
-
-    walk(cfg, "")
-    return out
+    """(dotted key, type, current value) for every option, for ``--list-options``."""
+    return _list_options(cfg or TrainConfig())

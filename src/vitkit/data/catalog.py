@@ -1,0 +1,59 @@
+"""What a data set holds, and the checks that run before training starts (any kind of source)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .sources import open_map_source
+from .spec import DatasetInfo, canonical_split, parse_spec
+from .wds import resolve_wds
+
+
+def dataset_info(spec: str, split: str = "train") -> DatasetInfo:
+    """Number of classes, class names and size of ``spec``'s ``split`` (size is None for undeclared streams)."""
+    p = parse_spec(spec)
+    if p.kind == "wds":
+        return resolve_wds(p, canonical_split(split)).info()
+    return open_map_source(spec, split).info()
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str, *, require_all: bool = True) -> None:
+    """ValueError if ``labels`` is empty, has labels outside [0, num_classes) or (``require_all``) lacks a class."""
+    if len(labels) == 0:
+        raise ValueError(f"{where}: the data set is empty")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise ValueError(f"{where}: labels out of range [0, {num_classes}): found {sorted(set(bad.tolist()))[:10]}")
+    if require_all:
+        present = np.unique(labels)
+        if len(present) < num_classes:
+            missing = sorted(set(range(num_classes)) - set(present.tolist()))
+            raise ValueError(f"{where}: {len(present)} of the {num_classes} declared classes have examples; "
+                             f"missing classes {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+
+
+def validate_dataset(spec: str, split: str = "train", *, num_classes: int | None = None,
+                     require_all_classes: bool = True) -> DatasetInfo:
+    """Check ``spec``/``split`` before training: not empty, labels in range, no declared class missing.
+
+    ``num_classes`` is the number the model is built for (e.g. a checkpoint's head); by default the source's own.
+    For streams, the shards must exist and the first samples are read to check the label range.
+    Raises ValueError (or FileNotFoundError) with the data set and the mismatch; returns the DatasetInfo.
+    """
+    p = parse_spec(spec)
+    split = canonical_split(split)
+    where = f"data {spec!r} split {split!r}"
+    if p.kind == "wds":
+        ws = resolve_wds(p, split)
+        ws.check_first_shard(num_classes if num_classes is not None else ws.num_classes)
+        info = ws.info()
+        if num_classes is not None and num_classes < info.num_classes:
+            raise ValueError(f"{where}: data declares {info.num_classes} classes but num_classes={num_classes}")
+        return info
+    src = open_map_source(spec, split)
+    k = src.num_classes if num_classes is None else int(num_classes)
+    if num_classes is not None and num_classes < src.num_classes:
+        raise ValueError(f"{where}: data has {src.num_classes} classes but num_classes={num_classes}")
+    check_labels(src.labels, k, where, require_all=require_all_classes)
+    return src.info()

@@ -1,0 +1,89 @@
+"""Data specs (``KIND[:PATH][?key=value&...]``) and split names: the vocabulary every source shares.
+
+Spec grammar: ``KIND[:PATH][?key=value&key=value]``.
+
+* ``digits`` - scikit-learn's bundled 8x8 digits (1797 images, no download). Grey values 0..16 are scaled by
+  255/16 and rounded to uint8. Split: a fixed stratified split, 20% of every class to ``test`` (numpy
+  ``default_rng(DIGITS_SPLIT_SEED)`` permutation per class, see :func:`_digits_split`), the rest ``train``.
+* ``folder:PATH`` - ImageFolder layout. Labels are the sorted class sub-folder names of the *train* split so every
+  split shares one label map. ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) are used when present; otherwise
+  ``PATH`` itself is the requested split.
+* ``mnist:PATH`` - the four idx files (``train-images-idx3-ubyte[.gz]`` ...), gzipped or not.
+* ``cifar:PATH`` - CIFAR-10 (``data_batch_1..5``, ``test_batch``, ``batches.meta``) or CIFAR-100 (``train``,
+  ``test``, ``meta``; ``?labels=coarse`` for the 20 super-classes) python batches, in a folder or the original
+  ``.tar.gz``. The batches are pickles: they are read with :class:`RestrictedUnpickler`, which only rebuilds
+  dicts/lists/str/bytes/numbers and plain numpy arrays and refuses every other global.
+* ``wds:PATTERN`` - WebDataset shards, streamed (see :mod:`vitkit.data.wds`). PATTERN is a brace pattern
+  (``train-{000000..000004}.tar.gz``), may contain ``{split}``, or is a directory holding ``SPLIT-*.tar[.gz]``.
+  Query keys: ``num_classes``, ``num_examples`` (``N``, or per split ``train:50000,test:10000``), ``classes``
+  (comma-separated names). Example for the shared CIFAR-10 copy:
+  ``wds:/work/shared/data/cifar10?num_classes=10&num_examples=train:50000,test:10000``.
+  Otherwise metadata comes from ``classes.txt`` (one class name per line) or ``meta.json``
+  (``{"num_classes": K, "class_names": [...], "num_examples": {"train": N, "test": M}}``) next to the shards.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+
+KINDS = ("digits", "folder", "mnist", "cifar", "wds")
+# The split names, decided here only: "validation" is another name for "val". Sources without a val split
+# fall back to test (and the other way round): split_candidates() gives the order to look in.
+SPLITS = ("train", "test", "val")
+SPLIT_ALIASES = {"validation": "val"}
+SPLIT_NAMES = SPLITS + tuple(SPLIT_ALIASES)
+
+
+@dataclass
+class DatasetInfo:
+    """What a trainer needs to know about a data set before building the model."""
+
+    num_classes: int
+    class_names: list[str] | None
+    num_examples: int | None  # None for streams whose size is not declared
+    multi_label: bool = False
+    kind: str = ""
+    split: str = "train"
+    channels: int = 3  # channels of the stored images (1 for digits/mnist); the loader converts to in_chans
+
+
+@dataclass
+class ParsedSpec:
+    kind: str
+    path: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> ParsedSpec:
+    """Split ``KIND:PATH?k=v`` into its parts; unknown kinds are a ValueError listing the valid ones."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"data spec must be a non-empty string like 'digits' or 'folder:PATH', got {spec!r}")
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise ValueError(f"unknown data source {kind!r} in spec {spec!r}; valid: {', '.join(KINDS)}")
+    options: dict[str, str] = {}
+    if "?" in rest:
+        rest, _, query = rest.rpartition("?")
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+            options[key] = value
+    if kind != "digits" and not rest:
+        raise ValueError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
+    return ParsedSpec(kind, os.path.expanduser(rest), options)
+
+
+
+def canonical_split(split: str) -> str:
+    """``split`` in its canonical spelling (``validation`` -> ``val``); ValueError for an unknown name."""
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)} ({', '.join(SPLIT_ALIASES)} = "
+                         f"{', '.join(SPLIT_ALIASES.values())})")
+    return SPLIT_ALIASES.get(split, split)
+
+
+def split_candidates(split: str) -> tuple[str, ...]:
+    """Where to look for ``split``, in order: test and val stand in for each other (data sets ship one of them)."""
+    s = canonical_split(split)
+    return {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}[s]

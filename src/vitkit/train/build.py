@@ -1,0 +1,257 @@
+"""Set-up of a run: what the data is (classes, size, run length, batch arithmetic), the model, the loaders.
+
+Everything here is decided before the first step and checked before anything heavy is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models.config import ResNetConfig
+from .checkpoint import latest_checkpoint
+from .config import ARCHITECTURE, TrainConfig, image_hw
+from .dist import DistInfo
+
+
+def _log(dist: DistInfo, msg: str) -> None:
+    if dist.is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# -- process ---------------------------------------------------------------------------
+
+def prepare_process(cfg: TrainConfig, d: DistInfo, out: Path, resume: bool) -> Path | None:
+    """Process-wide settings (threads, determinism, seed), and the checkpoint (if any) the run continues from."""
+    if d.enabled and cfg.schedule.time_budget_s:
+        # Each process reads its own clock: they would disagree on the step that ends the run
+        # (or the progressive-resizing phase) and the next collective would hang.
+        raise ValueError(f"schedule.time_budget_s={cfg.schedule.time_budget_s} is for single-process "
+                         f"benchmarks; with {d.world_size} processes set schedule.steps (or epochs) instead")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    # The same seed on every rank: FSDP (unlike DDP) does not broadcast rank 0's initial weights.
+    torch.manual_seed(cfg.seed)
+    if d.is_main and (out / "checkpoints").is_dir():
+        for stale in (out / "checkpoints").glob(".step_*.tmp*"):  # a save cut short by SIGKILL
+            stale.unlink(missing_ok=True)
+    if not resume and latest_checkpoint(out) is not None:
+        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue that run or choose "
+                         "another --out")
+    ckpt_path = latest_checkpoint(out) if resume else None
+    if resume and ckpt_path is None:
+        _log(d, f"vitkit train: --resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+    return ckpt_path
+
+
+# -- model -----------------------------------------------------------------------------
+
+def model_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """The ViTConfig fields ``model.*`` sets (``None`` fields keep the named model's / the checkpoint's)."""
+    m = cfg.model
+    over = {k: v for k, v in vars(m).items() if v is not None and k not in ("name", "init", "resnet_layers",
+                                                                              "resnet_width")}
+    if "representation_size" in over:
+        over["representation_size"] = over["representation_size"] or None  # 0: no pre-logits layer
+    if m.resnet_layers is not None or m.resnet_width is not None:
+        from ..models.registry import get_config
+
+        base = get_config(m.name).resnet or ResNetConfig(num_layers=())
+        layers = base.num_layers if m.resnet_layers is None else m.resnet_layers
+        width = base.width_factor if m.resnet_width is None else m.resnet_width
+        over["resnet"] = ResNetConfig(num_layers=layers, width_factor=width)
+    return over
+
+
+def _check_against_checkpoint(cfg: TrainConfig, loaded: Any) -> None:
+    """Architecture fields set explicitly with ``model.init`` must agree with the checkpoint."""
+    m = cfg.model
+    got = {k: getattr(loaded, k) for k in ARCHITECTURE if hasattr(loaded, k)}
+    if loaded.resnet is not None:
+        got.update(resnet_layers=loaded.resnet.num_layers, resnet_width=loaded.resnet.width_factor)
+    else:
+        got.update(resnet_layers=None, resnet_width=None)
+    for k in ARCHITECTURE:
+        want = getattr(m, k)
+        if want is None:
+            continue
+        have = got.get(k)
+        if k == "patch_size" and isinstance(want, int):
+            want = (want, want)
+        if k == "resnet_layers":
+            want = tuple(want)
+        if want != have:
+            raise ValueError(f"model.{k}={getattr(m, k)!r} contradicts model.init={m.init!r}, which has {k}={have!r}; "
+                             f"the architecture comes from the checkpoint: drop model.{k}")
+
+
+def build_train_model(cfg: TrainConfig, num_classes: int, class_names: list[str] | None) -> nn.Module:
+    """A fresh model, or one fine-tuned from ``model.init`` with a zero head at the new size."""
+    from .. import create_model, load_model
+
+    size = image_hw(cfg.data)
+    over = model_overrides(cfg)
+    if cfg.model.init:
+        # The file decides the architecture; explicit fields are checked against it after loading (some
+        # formats need num_heads/classifier as hints to read at all, so they go in as given).
+        arch = {k: over.pop(k) for k in list(over) if k in ARCHITECTURE or k == "resnet"}
+        hints = {k: arch[k] for k in ("classifier", "num_heads") if k in arch}
+        rep = over.pop("representation_size", None)
+        model = load_model(cfg.model.init, num_classes=num_classes, image_size=size, representation_size=rep,
+                           **hints, **over)
+        _check_against_checkpoint(cfg, model.config)
+    else:
+        model = create_model(cfg.model.name, num_classes=num_classes, image_size=size, **over)
+    if class_names and len(class_names) == num_classes:
+        model.config = model.config.replace(class_names=tuple(class_names))
+    return model.train()
+
+
+def resume_model(state: dict[str, Any], path: Path, cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The model a training checkpoint was written from (architecture only: ``meta.model_config``); the data of
+    the resumed run must still fit it (classes, image size)."""
+    from ..models.config import ViTConfig
+    from ..models.registry import build_model
+
+    try:
+        mc = ViTConfig.from_json(state["meta"]["model_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the checkpoint does not record its model ({type(e).__name__}: {e})") from None
+    if mc.num_classes != num_classes:
+        raise ValueError(f"--resume: {path} holds a model of {mc.num_classes} classes but "
+                         f"data.train={cfg.data.train!r} has {num_classes}")
+    if tuple(mc.image_size) != image_hw(cfg.data):
+        raise ValueError(f"--resume: {path} holds a model for image_size={tuple(mc.image_size)} but "
+                         f"data.image_size={cfg.data.image_size}")
+    # model.* options: weight-free ones (dropout, ...) apply; ones that decide the weights must agree.
+    over = model_overrides(cfg)
+    for k in [k for k in over if k in ARCHITECTURE or k in ("resnet", "representation_size")]:
+        want, have = over.pop(k), getattr(mc, k)
+        if (want, want) == have if isinstance(want, int) and isinstance(have, tuple) else want == have:
+            continue
+        raise ValueError(f"--resume: model.{k}={want!r} but {path} holds a model with {k}={have!r}")
+    return build_model(mc.replace(**over) if over else mc).train()
+
+
+# -- data ------------------------------------------------------------------------------
+
+@dataclass
+class DataPlan:
+    """What the data decides: classes, evaluation source, loss kind, batch arithmetic and run length."""
+
+    num_classes: int
+    class_names: list[str] | None
+    test_spec: str | None  # None: no evaluation
+    loss_kind: str
+    micro: int  # images per forward pass per process
+    accum: int  # micro-batches per optimiser step
+    total_steps: int
+
+
+def plan_data(cfg: TrainConfig, dist: DistInfo, data: Any) -> DataPlan:
+    """Read the data sets' descriptions (no images) and derive everything that depends on them."""
+    dcfg = cfg.data
+    info = data.dataset_info(dcfg.train, split=dcfg.train_split)
+    num_classes = int(info.num_classes)
+    if num_classes < 1:
+        raise ValueError(f"data.train={dcfg.train!r}: no classes found")
+    test_spec: str | None = dcfg.test or dcfg.train
+    if not dcfg.test:
+        # No test spec: evaluate on the training source's test split when it has one.
+        try:
+            data.dataset_info(dcfg.train, split=dcfg.test_split)
+        except (ValueError, FileNotFoundError, KeyError):
+            test_spec = None
+            _log(dist, f"vitkit train: no evaluation: {dcfg.train!r} has no {dcfg.test_split!r} split and "
+                       "data.test is not set")
+    if test_spec is not None:
+        tinfo = data.dataset_info(test_spec, split=dcfg.test_split)
+        if int(tinfo.num_classes) > num_classes:
+            raise ValueError(f"data.test={test_spec!r} has {tinfo.num_classes} classes but the training "
+                             f"data has {num_classes}")
+    loss_kind = cfg.loss if cfg.loss != "auto" else ("sigmoid" if info.multi_label else "softmax")
+    # Batch arithmetic: global batch = micro x accumulation x processes.
+    micro = dcfg.micro_batch_size or dcfg.batch_size // dist.world_size
+    if micro < 1 or dcfg.batch_size % (micro * dist.world_size):
+        raise ValueError(f"data.batch_size={dcfg.batch_size} is not a multiple of data.micro_batch_size={micro} x "
+                         f"{dist.world_size} process(es)")
+    if cfg.schedule.epochs > 0:
+        if not info.num_examples:
+            raise ValueError(f"schedule.epochs needs a data set of known size; {dcfg.train!r} is a stream: "
+                             "set schedule.steps instead")
+        n = min(info.num_examples, dcfg.limit or info.num_examples)
+        total_steps = max(1, math.ceil(cfg.schedule.epochs * n / dcfg.batch_size))
+    else:
+        total_steps = cfg.schedule.steps
+    return DataPlan(num_classes, list(info.class_names) if info.class_names else None, test_spec, loss_kind,
+                    micro, dcfg.batch_size // (micro * dist.world_size), total_steps)
+
+
+def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: Any, dist: DistInfo, data: Any,
+                  pin_memory: bool) -> tuple[Any, Any, bool]:
+    """(training loader, test loader or None, whether evaluation is sharded over the processes)."""
+    dcfg, mc = cfg.data, model_config
+    common = dict(image_size=image_hw(dcfg), mean=mc.mean, std=mc.std, in_chans=mc.in_chans,
+                  num_workers=dcfg.num_workers, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
+                  pin_memory=pin_memory)  # page-locked: the copies to the GPU are asynchronous
+    train_loader = data.build_loader(
+        dcfg.train, split=dcfg.train_split, train=True, batch_size=plan.micro, randaugment=dcfg.randaugment,
+        crop_area=dcfg.crop_area, flip=dcfg.flip, shuffle_buffer=dcfg.shuffle_buffer, drop_last=True,
+        limit=dcfg.limit, **common)
+    if plan.test_spec is None:
+        return train_loader, None, True
+    test_kw = dict(split=dcfg.test_split, train=False, batch_size=dcfg.eval_batch_size,
+                   eval_resize=dcfg.eval_resize, drop_last=False, limit=dcfg.eval_limit,
+                   preprocess=dcfg.eval_preprocess)
+    try:
+        return train_loader, data.build_loader(plan.test_spec, **test_kw, **common), True
+    except ValueError:
+        if not dist.enabled:
+            raise
+        # Too few shards to split the test set over the processes: each evaluates all of it.
+        common_all = {**common, "rank": 0, "world_size": 1}
+        return train_loader, data.build_loader(plan.test_spec, **test_kw, **common_all), False
+
+
+def build_mixup(cfg: TrainConfig, num_classes: int, data: Any) -> Any:
+    dcfg = cfg.data
+    if dcfg.mixup_alpha <= 0 and dcfg.cutmix_alpha <= 0:
+        return None
+    return data.Mixup(mixup_alpha=dcfg.mixup_alpha, cutmix_alpha=dcfg.cutmix_alpha, prob=dcfg.mixup_prob,
+                      switch_prob=dcfg.mixup_switch_prob, label_smoothing=dcfg.label_smoothing,
+                      num_classes=num_classes)
+
+
+def low_resolution(cfg: TrainConfig, model_config: Any) -> tuple[int, int] | None:
+    """The progressive-resizing phase's input size, checked against the model's stride by ViTConfig (the one
+    place that decides divisibility)."""
+    pr = cfg.data.progressive_resize
+    if pr is None:
+        return None
+    low = (pr[0], pr[0])
+    try:
+        model_config.replace(image_size=low)
+    except ValueError as e:
+        raise ValueError(f"data.progressive_resize size {pr[0]}: {e}") from None
+    return low
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 needs loss scaling (bf16 and fp32 do not); fp16 autocast exists on GPUs only."""
+    if precision != "fp16":
+        return None
+    if device.type == "cpu":
+        raise ValueError("precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return torch.amp.GradScaler(device.type)

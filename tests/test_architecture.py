@@ -1,0 +1,95 @@
+"""Structure of the package: no import cycles, no oversized modules (issue 17 item 5).
+
+Known exceptions, owned elsewhere and listed here so that they are visible: the cycles inside ``checkpoints/``
+and ``perf/``, ``models.registry`` <-> ``checkpoints`` (``create_model(pretrained=...)`` loads through
+``checkpoints``, a lazy import) and the two large checkpoint readers (being reworked by other changes).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+KNOWN_CYCLES = ("vitkit.checkpoints", "vitkit.perf", "vitkit.models.registry")
+KNOWN_LARGE = {"checkpoints/official_npz.py", "checkpoints/hf.py"}
+MAX_LINES = 410  # "about 400"
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    mods = {}
+    for p in SRC.rglob("*.py"):
+        parts = list(p.relative_to(SRC).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        mods[".".join(parts[:-1] if is_pkg else parts)] = (p, is_pkg)
+    return mods
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> modules it imports (any import statement, also inside functions)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, (p, is_pkg) in mods.items():
+        pkg = m if is_pkg else m.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(p.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            graph[m].update(n for n in names if n in mods and n != m)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles():
+    cycles = [c for c in _cycles(_graph()) if not all(m.startswith(KNOWN_CYCLES) for m in c)]
+    assert cycles == []
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(SRC / "vitkit")) for p in (SRC / "vitkit").rglob("*.py")))
+def test_module_size(path):
+    n = len((SRC / "vitkit" / path).read_text().splitlines())
+    assert n <= MAX_LINES or path in KNOWN_LARGE, f"{path}: {n} lines; split it by job"
