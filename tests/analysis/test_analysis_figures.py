@@ -82,3 +82,33 @@ def test_bit_has_no_attention():
     model = vitkit.create_model("BiT-R50x1", num_classes=3, image_size=32, resnet={"num_layers": (1,)})
     with pytest.raises(ValueError, match="without attention"):
         write_figures(model, torch.randn(1, 3, 32, 32), "unused")
+
+
+def test_rollout_titles_name_predicted_and_true_class(tmp_path, monkeypatch):
+    import dataclasses
+
+    from vitkit.analysis import figures
+
+    model = _tiny()
+    model.config = dataclasses.replace(model.config, class_names=("cat", "dog", "ship"))
+    seen = {}
+    monkeypatch.setattr(figures, "draw_rollout", lambda images, maps, path, titles: seen.update(titles=titles))
+    x = torch.randn(2, 3, 16, 16)
+    res = write_figures(model, x, tmp_path, labels=["dog", None])
+    pred = model(x).argmax(-1).tolist()
+    names = ["cat", "dog", "ship"]
+    assert res["rollout_predicted"] == pred
+    assert seen["titles"] == [f"pred: {names[pred[0]]}\ntrue: dog", f"pred: {names[pred[1]]}"]
+    with pytest.raises(ValueError, match="labels: 1 given for 2 images"):
+        write_figures(model, x, tmp_path, labels=["dog"])
+
+
+def test_distance_plot_states_image_and_patch_size(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    titles = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, path, **kw: (
+        titles.extend(ax.get_title() for ax in self.axes), real(self, path, **kw)))
+    write_figures(_tiny(), torch.randn(1, 3, 16, 16), tmp_path)
+    assert "16x16 px images, 4x4 px patches" in titles

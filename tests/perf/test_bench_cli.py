@@ -44,6 +44,7 @@ def test_hf_reference_rejects_hybrids() -> None:
 
 def test_bench_infer_compare_hf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--model", "ViT-Ti_16", "--image-size", "32", "--batch", "2", "--num-classes", "10",
+               "--dtype", "fp32",
                "--steps", "1", "--warmup", "0", "--compare", "hf", "--peak-size", "256", "--json",
                "--out", str(tmp_path)])
     assert rc == 0
@@ -66,9 +67,15 @@ def test_bench_train_microbatch_checkpointing(capsys: pytest.CaptureFixture[str]
     assert res["memory"]["vitkit"]["peak_rss_gb"] > 0
 
 
+def test_bench_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--batch-size", "0"], ["--batch", "0"]):  # the old spelling is a hidden alias
+        with pytest.raises(SystemExit) as e:
+            main(["bench", *argv])
+        assert e.value.code == 2 and "must be positive" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--mode", "data"], "--data"),
-    (["--batch", "0"], "--batch"),
     (["--batch", "4", "--micro-batch", "3", "--mode", "train"], "--micro-batch"),
     (["--checkpointing"], "--checkpointing"),
     (["--model", "ViT-Q_99"], "unknown model"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from .attention import attention_rollout, mean_attention_distance
 
 
@@ -30,13 +32,13 @@ def check_analyzable(model: nn.Module) -> None:
     """ValueError with a clear message unless ``model`` is a ViT/hybrid with a square patch grid."""
     cfg = model.config
     if not cfg.transformer or not hasattr(model, "get_attention_maps") or not hasattr(model, "pos_embedding"):
-        raise ValueError(
+        raise UserError(
             f"model {cfg.name!r} is a ResNet (BiT) without attention: attention rollout, attention distance, "
             "position embeddings and patch-embedding filters are only defined for ViT and hybrid models"
         )
     gh, gw = cfg.grid_size
     if gh != gw:
-        raise ValueError(f"the analyses need a square patch grid; model {cfg.name!r} has a {gh}x{gw} grid")
+        raise UserError(f"the analyses need a square patch grid; model {cfg.name!r} has a {gh}x{gw} grid")
 
 
 @torch.no_grad()
@@ -80,7 +82,7 @@ def embedding_pca(model: nn.Module, num_components: int = 28) -> tuple[torch.Ten
     """
     check_analyzable(model)
     if model.config.resnet is not None:
-        raise ValueError(
+        raise UserError(
             "not applicable to a hybrid: its patch embedding is a 1x1 convolution over ResNet channels, not pixels"
         )
     w = model.embedding.weight.detach().double()  # (D, C, ph, pw)
@@ -135,10 +137,11 @@ def _mosaic(tiles: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
     return out
 
 
-def draw_rollout(images: np.ndarray, maps: np.ndarray, path: Path) -> None:
-    """Figure 6: each input image above the image multiplied by its rollout mask."""
+def draw_rollout(images: np.ndarray, maps: np.ndarray, path: Path, titles: list[str] | None = None) -> None:
+    """Figure 6: each input image above the image multiplied by its rollout mask, with a colourbar for the
+    mask (the rollout scaled to its maximum per image) and, per column, ``titles[i]`` (predicted / true class)."""
     n = len(images)
-    fig = _figure(1.6 * n + 0.4, 3.6)
+    fig = _figure(1.6 * n + 1.2, 3.9)
     axes = fig.subplots(2, n, squeeze=False)
     h, w = images.shape[1:3]
     for i in range(n):
@@ -147,23 +150,37 @@ def draw_rollout(images: np.ndarray, maps: np.ndarray, path: Path) -> None:
         mask = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
         axes[0, i].imshow(images[i], interpolation="nearest")
         axes[1, i].imshow(images[i] * mask[..., None], interpolation="nearest")
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=6)
         for ax in axes[:, i]:
             ax.set_axis_off()
-    axes[0, 0].set_title("input", fontsize=8, loc="left")
-    axes[1, 0].set_title("attention rollout", fontsize=8, loc="left")
+    axes[1, 0].text(0, -0.04, "attention rollout", fontsize=7, transform=axes[1, 0].transAxes, va="bottom")
+    # The mask multiplies each pixel's brightness: the colourbar maps the rollout (scaled to its per-image
+    # maximum) to that factor, black (no attention) to full brightness.
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "gray"), ax=axes[1, :].tolist(), fraction=0.04, pad=0.02)
+    bar.set_label("rollout / its max", fontsize=6)
+    bar.ax.tick_params(labelsize=6)
     fig.savefig(path)
 
 
-def draw_attention_distance(dist: np.ndarray, image_size: int, path: Path) -> None:
-    """Figure 7 (right): one dot per head at each depth."""
+def draw_attention_distance(dist: np.ndarray, image_size: tuple[int, int], patch_size: tuple[int, int],
+                            path: Path) -> None:
+    """Figure 7 (right): one dot per head at each depth; the title states the image and patch size behind the
+    pixel scale (the distances are in input pixels, so they scale with both); ``patch_size``: input pixels per
+    token."""
     layers, heads = dist.shape
-    fig = _figure(4.5, 3.6)
+    fig = _figure(4.5, 3.8)
     ax = fig.subplots()
     for h in range(heads):
         ax.scatter(np.arange(1, layers + 1), dist[:, h], s=12, label=f"head {h + 1}")
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
-    ax.set_ylim(0, max(float(dist.max()) * 1.05, image_size / 2))
+    ax.set_title(f"{image_size[0]}x{image_size[1]} px images, {patch_size[0]}x{patch_size[1]} px patches",
+                 fontsize=8)
+    ax.set_ylim(0, max(float(dist.max()) * 1.05, max(image_size) / 2))
     ax.set_xticks(np.arange(1, layers + 1))
     if heads <= 16:
         ax.legend(fontsize=6, ncol=2, loc="lower right")
@@ -209,6 +226,30 @@ def draw_filters(components: np.ndarray, path: Path) -> None:
     fig.savefig(path)
 
 
+@torch.no_grad()
+def _class_titles(
+    model: nn.Module, images: torch.Tensor, labels: Sequence[str | None] | None,
+) -> tuple[list[str] | None, list[int] | None]:
+    """("pred: NAME" / "true: NAME" lines per image, predicted indices); (None, None) for a model without a head
+    and no labels. A label of None (unknown for that image) adds no line."""
+    cfg = model.config
+    names = cfg.class_names
+
+    def name(i: int) -> str:
+        return str(names[i]) if names and 0 <= i < len(names) else str(i)
+
+    predicted = model(images).argmax(-1).tolist() if cfg.num_classes > 0 else None
+    if predicted is None and labels is None:
+        return None, None
+    titles = []
+    for i in range(len(images)):
+        lines = [] if predicted is None else [f"pred: {name(predicted[i])}"]
+        if labels is not None and labels[i] is not None:
+            lines.append(f"true: {labels[i]}")
+        titles.append("\n".join(lines))
+    return titles, predicted
+
+
 def write_figures(
     model: nn.Module,
     images: torch.Tensor,
@@ -217,18 +258,22 @@ def write_figures(
     batch_size: int = 8,
     num_components: int = 28,
     max_shown: int = 8,
+    labels: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """Write the four figures and ``analysis.json`` to ``out_dir``; return what the JSON holds.
 
     ``images``: (N, C, H, W) float, normalised as the model expects (``config.mean``/``std``) and at
     the model's resolution. The first ``max_shown`` images appear in the rollout figure; all are used
-    for the attention distance. The returned dict has ``figures`` (name -> PNG path) and
-    ``skipped`` (name -> reason) besides the numbers.
+    for the attention distance. Each shown image is titled with the model's predicted class (its name when the
+    checkpoint stores class names) and, given ``labels`` (true class names, one per image), the true one.
+    The returned dict has ``figures`` (name -> PNG path) and ``skipped`` (name -> reason) besides the numbers.
     """
     check_analyzable(model)
     cfg = model.config
     if images.dim() != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+        raise UserError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    if labels is not None and len(labels) != len(images):
+        raise UserError(f"labels: {len(labels)} given for {len(images)} images")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -241,12 +286,17 @@ def write_figures(
     side = math.isqrt(rollout.shape[1])
     shown = images[:max_shown]
     p = out / "rollout.png"
-    draw_rollout(_to_display(shown, cfg.mean, cfg.std), rollout[: len(shown)].reshape(-1, side, side).numpy(), p)
+    titles, predicted = _class_titles(model, shown, None if labels is None else list(labels)[:max_shown])
+    draw_rollout(_to_display(shown, cfg.mean, cfg.std), rollout[: len(shown)].reshape(-1, side, side).numpy(), p,
+                 titles)
+    if predicted is not None:
+        result["rollout_predicted"] = predicted
     result["figures"]["attention_rollout"] = str(p)
     result["attention_rollout"] = rollout.reshape(-1, side, side).tolist()
 
     p = out / "attention_distance.png"
-    draw_attention_distance(dist.numpy(), int(images.shape[-1]), p)
+    # cfg.stride: input pixels per token (a hybrid's patch is in ResNet feature-map cells, not pixels).
+    draw_attention_distance(dist.numpy(), tuple(images.shape[-2:]), tuple(cfg.stride), p)
     result["figures"]["mean_attention_distance"] = str(p)
     result["mean_attention_distance"] = {
         "pixels": dist.tolist(), "layers": int(dist.shape[0]), "heads": int(dist.shape[1]),

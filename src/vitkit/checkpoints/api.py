@@ -141,4 +141,7 @@ def save_model(
     fmt = writer_format(p, format)
     with torch.no_grad():
         fmt.write(model, p, **options)
+    from .filemode import apply_umask
+
+    apply_umask(p)  # safetensors writes 0600; the user's umask decides, as for every other file
     return p

@@ -3,40 +3,68 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from ..errors import UserError
+from .common import (
+    add_batch_size,
+    add_command,
+    add_data,
+    add_image_size,
+    add_json,
+    add_model,
+    add_out,
+    add_preprocess,
+    add_split,
+    hidden_alias,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..evaluate.data import add_preprocess_argument
-
-    p = sub.add_parser("analyze", help="attention rollout, attention distance, posemb similarity, embedding filters")
-    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint to analyse (ViT or hybrid)")
-    p.add_argument("--images", required=True, nargs="+", metavar="SPEC",
-                   help="image files, folders, or a data spec (digits, folder:PATH, wds:..., mnist:..., cifar:...)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files and analysis.json")
-    p.add_argument("--num-images", type=int, default=8, help="images to use (default 8)")
-    p.add_argument("--split", default="test", help="split of a data spec (default test)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--image-size", type=int, default=None, metavar="R",
-                   help="analyse at this resolution; position embeddings are resampled (default: the model's)")
-    add_preprocess_argument(p)
+    p = add_command(sub, "analyze", help="attention rollout, attention distance, posemb similarity, embedding filters",
+                    description="The paper's Section 4.5 figures as PNG files (rollout with the predicted and, for "
+                                "a data spec, the true class; mean attention distance; position-embedding "
+                                "similarity; patch-embedding filters) plus the numbers in analysis.json.",
+                    examples=["vitkit analyze --model vit.safetensors photo.jpg --out runs/figures",
+                              "vitkit analyze --model imagenet21k+imagenet2012/ViT-B_16 --data folder:imagenet/val "
+                              "--num-images 16 --out runs/figures",
+                              "vitkit analyze --model runs/c10 --data digits --image-size 32 --out runs/figures"])
+    add_model(p, extra=" (a ViT or hybrid)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files, folders, or data specs (digits, folder:PATH, wds:..., mnist:..., cifar:...)")
+    hidden_alias(p, "--images", dest="images_option", nargs="+")  # the old spelling
+    add_data(p, required=False, extra=" (its examples are used after any IMAGEs; their labels give the true class)")
+    add_split(p)
+    add_out(p, what="folder for the PNG files and analysis.json", required=True)
+    p.add_argument("--num-images", type=positive_int, default=8, help="images to use")
+    add_image_size(p)
+    add_preprocess(p)
+    add_batch_size(p, default=8, extra=" (per forward pass)")
+    add_json(p, what="analysis.json's summary (figure paths, skipped figures)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import check_analyzable, write_figures
-    from ..evaluate.data import check_batch_size, gather_images, load_for_inference
+    from ..evaluate.data import gather_images, load_for_inference
     from ..evaluate.images import resolve_preprocess
 
-    check_batch_size(args.batch_size)
-    if args.num_images < 1:
-        raise ValueError(f"--num-images must be positive, got {args.num_images}")
+    inputs = list(args.images) + list(getattr(args, "images_option", None) or []) + ([args.data] if args.data else [])
+    if not inputs:
+        raise UserError("no images: give image files or folders, or --data SPEC")
     model = load_for_inference(args.model, args.image_size)
     check_analyzable(model)  # a BiT ResNet fails here, before any image is read
-    images = gather_images(model.config, args.images, args.num_images, split=args.split, batch_size=args.batch_size,
-                           preprocess=args.preprocess)
-    res = write_figures(model, images, args.out, batch_size=args.batch_size)
+    images, labels = gather_images(model.config, inputs, args.num_images, split=args.split,
+                                   batch_size=args.batch_size, preprocess=args.preprocess, with_labels=True)
+    res = write_figures(model, images, args.out, batch_size=args.batch_size, labels=labels)
     cfg = model.config
-    print(f"preprocessing: {resolve_preprocess(args.preprocess, cfg.mean, cfg.std, cfg.in_chans)}")
+    res["preprocess"] = resolve_preprocess(args.preprocess, cfg.mean, cfg.std, cfg.in_chans)
+    if args.json:
+        print(json.dumps({k: res[k] for k in ("figures", "skipped", "json", "image_size", "num_images",
+                                              "preprocess")}, indent=1))
+        return 0
+    print(f"preprocessing: {res['preprocess']}")
     for name, path in res["figures"].items():
         print(f"wrote {path} ({name})")
     for name, why in res["skipped"].items():

@@ -4,75 +4,94 @@ alternately in one process.
 
 Examples::
 
-    vitkit bench --model ViT-B_16 --mode infer --batch 16 --dtype fp32 --compare hf --threads 2
-    vitkit bench --model ViT-S_16 --mode train --batch 32 --dtype bf16 --compare hf --threads 2
-    vitkit bench --model ViT-B_16 --mode train --batch 32 --steps 0 --checkpointing   # memory only
-    vitkit bench --mode data --data wds:../shared/data/imagenette/train-{000000..000004}.tar --batch 32
+    vitkit bench --model ViT-B_16 --mode infer --batch-size 16 --precision fp32 --compare hf --threads 2
+    vitkit bench --model ViT-S_16 --mode train --batch-size 32 --precision bf16 --compare hf --threads 2
+    vitkit bench --model ViT-B_16 --mode train --batch-size 32 --steps 0 --checkpointing   # memory only
+    vitkit bench --mode data --data wds:../shared/data/imagenette/train-{000000..000004}.tar --batch-size 32
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+from .common import (
+    PRECISIONS,
+    add_batch_size,
+    add_command,
+    add_data,
+    add_device,
+    add_image_size,
+    add_json,
+    add_model,
+    add_num_workers,
+    add_out,
+    add_precision,
+    add_split,
+    hidden_alias,
+    non_negative_int,
+    positive_int,
+    resolve_device_precision,
+)
+
+REFERENCE_HELP = ("time the plain model (model.set_fast_paths(False): nn.Linear's kernel, aten GELU, the "
+                        "full last block, fp32 residual stream) instead of vitkit's fast paths")
 MODES = ("infer", "train", "data")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure throughput, FLOP rate and memory (optionally against HF transformers)")
-    p.add_argument("--model", default="ViT-B_16", help="registry name (see `vitkit models`), default ViT-B_16")
-    p.add_argument("--mode", choices=MODES, default="infer")
-    p.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="fp32, bf16 (autocast; inference also packs bf16 weights) or auto (the commands' default)")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p = add_command(sub, "bench", help="measure throughput, FLOP rate and memory (optionally against HF transformers)",
+                    description=__doc__.split("\n\n")[0], examples=[
+                        "vitkit bench --model vit.safetensors --mode infer --batch-size 2 --precision fp32",
+                        "vitkit bench --model ViT-B_16 --mode train --batch-size 32 --precision bf16 --compare hf "
+                        "--threads 2",
+                        "vitkit bench --mode data --data wds:imagenette/train-{000000..000004}.tar --batch-size 32"])
+    add_model(p, required=False, default="ViT-B_16",
+              extra="; or a registry name (`vitkit models`), built with random weights")
+    p.add_argument("--mode", choices=MODES, default="infer", help="infer, train (one optimiser step) or data "
+                   "(the training loader alone)")
+    add_batch_size(p, default=16, extra=" (per step)")
+    hidden_alias(p, "--batch", dest="batch_size", type=positive_int)
+    add_precision(p, extra=" (inference also packs bf16 weights)")
+    hidden_alias(p, "--dtype", dest="precision", choices=PRECISIONS)
+    add_image_size(p, default=224)
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="head size of a registry-name model")
     p.add_argument("--compile", action="store_true", help="torch.compile the vitkit model (inductor; compile time "
                    "is reported separately and excluded from the rates)")
     p.add_argument("--compare", choices=("hf",), default=None, help="also run HF transformers' ViT, alternately")
     p.add_argument("--hf-optimizer", choices=("torch", "vitkit"), default="torch",
                    help="train --compare hf: the HF side's AdamW implementation: torch's default (as "
                         "transformers' Trainer) or vitkit's fused one (isolates the model's own speed)")
-    p.add_argument("--reference", action="store_true",
-                   help="time the plain model (model.set_fast_paths(False): nn.Linear's kernel, aten GELU, the "
-                        "full last block, fp32 residual stream) instead of vitkit's fast paths")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per candidate (0: memory only)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    p.add_argument("--peak-size", type=int, default=2048, help="n of the n x n x n matmul that measures the peak")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--reference", action="store_true", help=REFERENCE_HELP)
+    p.add_argument("--steps", type=non_negative_int, default=5, help="timed steps per candidate (0: memory only)")
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed rounds first")
+    p.add_argument("--peak-size", type=positive_int, default=2048,
+                   help="n of the n x n x n matmul that measures the peak")
+    add_device(p)
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--checkpointing", action="store_true", help="train: activation checkpointing of every block")
-    p.add_argument("--memory-steps", type=int, default=1,
+    p.add_argument("--memory-steps", type=positive_int, default=1,
                    help="measure peak memory over each of the first N steps separately (train: step 1 also "
                         "allocates the optimiser state; step 2 is the steady state)")
-    p.add_argument("--micro-batch", type=int, default=None,
+    p.add_argument("--micro-batch", type=positive_int, default=None,
                    help="train: split each batch into micro-batches of this size (gradient accumulation)")
-    p.add_argument("--data", default=None, help="data mode: a data spec for vitkit.data.build_loader")
-    p.add_argument("--workers", type=int, default=None, help="data mode: loader workers (default: the loader's)")
-    p.add_argument("--split", default="train", help="data mode: split (default train)")
-    p.add_argument("--out", default=None, help="directory to write the result JSON into")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--seed", type=int, default=0)
+    add_data(p, required=False, extra="; --mode data reads it")
+    add_num_workers(p)
+    hidden_alias(p, "--workers", dest="num_workers", type=non_negative_int)
+    add_split(p, default="train")
+    add_out(p, what="folder to write the result JSON into")
+    add_json(p, what="the result")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.set_defaults(func=run)
 
 
 def _check(args: argparse.Namespace) -> None:
-    from .main import UserError
-
-    for name in ("batch", "image_size", "num_classes", "peak_size"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.memory_steps < 1:
-        raise UserError(f"--memory-steps must be >= 1, got {args.memory_steps}")
-    if args.steps < 0 or args.warmup < 0:
-        raise UserError(f"--steps and --warmup must be >= 0, got {args.steps} and {args.warmup}")
-    if args.threads is not None and args.threads <= 0:
-        raise UserError(f"--threads must be positive, got {args.threads}")
     if args.mode == "data":
         if not args.data:
             raise UserError("--mode data needs --data SPEC (e.g. wds:PATTERN or folder:PATH)")
@@ -81,8 +100,8 @@ def _check(args: argparse.Namespace) -> None:
     if args.micro_batch is not None:
         if args.mode != "train":
             raise UserError("--micro-batch applies to --mode train")
-        if args.micro_batch <= 0 or args.batch % args.micro_batch:
-            raise UserError(f"--micro-batch {args.micro_batch} must be positive and divide --batch {args.batch}")
+        if args.batch_size % args.micro_batch:
+            raise UserError(f"--micro-batch {args.micro_batch} must divide --batch-size {args.batch_size}")
     if args.checkpointing and args.mode != "train":
         raise UserError("--checkpointing applies to --mode train")
 
@@ -102,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     res = bench_data(args) if args.mode == "data" else bench_model(args)
     res["command"] = "vitkit bench " + " ".join(_argv_of(args))
+    import platform
+
     res["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "device": args.device if args.mode != "data" else "cpu",
                       # Process-wide, so both sides of --compare run with the same allocator.
@@ -110,9 +131,11 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         if args.mode == "data":
-            name = f"bench-data-b{args.batch}-r{args.image_size}-w{res['workers']}"
+            name = f"bench-data-b{args.batch_size}-r{args.image_size}-w{res['workers']}"
         else:
-            name = f"bench-{args.mode}-{args.model.replace('/', '_')}-{args.dtype}-b{args.batch}-r{args.image_size}"
+            model = re.sub(r"[^\\w.+-]", "_", args.model)
+            ran = res.get("precision", args.precision)
+            name = f"bench-{args.mode}-{model}-{ran}-b{args.batch_size}-r{args.image_size}"
         if args.compile:
             name += "-compile"
         if args.checkpointing:
@@ -147,13 +170,28 @@ def _print(res: dict[str, Any]) -> None:
             print(f"{k}: {v}")
 
 
+def _load(args: argparse.Namespace) -> Any:
+    """A registry name: that architecture with random weights (--num-classes, --image-size); anything else: the
+    weights source, resampled to --image-size."""
+    from ..models import create_model, list_models
+    from ..models.registry import canonical_name
+
+    try:
+        name = canonical_name(args.model)
+    except KeyError:
+        name = None
+    if name in list_models():
+        return create_model(name, num_classes=args.num_classes, image_size=args.image_size)
+    from ..evaluate.data import load_for_inference
+
+    return load_for_inference(args.model, args.image_size).train()
+
+
 def _make_model(args: argparse.Namespace) -> Any:
     import torch
     from torch import nn
 
-    from ..models import create_model
-
-    model = create_model(args.model, num_classes=args.num_classes, image_size=args.image_size)
+    model = _load(args)
     # The official head starts at zero, which would make every logit 0 and the output comparison
     # meaningless; a small random head keeps the timing identical and the comparison informative.
     if isinstance(getattr(model, "head", None), nn.Linear):
@@ -174,7 +212,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from ..models.flops import count_flops
-    from ..perf import autocast, inference_model, maybe_compile, resolve_precision
+    from ..perf import autocast, inference_model, maybe_compile
     from ..perf.bench import (
         alternate,
         infer_step,
@@ -188,21 +226,15 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     from ..train.optim import build_optimizer
     from ..train.step import fixed_batch_step
 
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {args.device!r} is not a device ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available in this torch build/machine")
-    precision = resolve_precision(args.dtype, dev)
+    dev, precision = resolve_device_precision(args.device, args.precision)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     model = _make_model(args).to(dev)
     cfg = model.config
     flops_img = count_flops(cfg)
-    x = torch.randn(args.batch, cfg.in_chans, args.image_size, args.image_size, device=dev)
-    y = torch.randint(0, max(cfg.num_classes, 1), (args.batch,), device=dev)
+    x = torch.randn(args.batch_size, cfg.in_chans, args.image_size, args.image_size, device=dev)
+    y = torch.randint(0, max(cfg.num_classes, 1), (args.batch_size,), device=dev)
     res: dict[str, Any] = {
-        "model": cfg.name, "mode": args.mode, "batch": args.batch, "image_size": args.image_size,
+        "model": cfg.name, "mode": args.mode, "batch": args.batch_size, "image_size": args.image_size,
         "precision": precision, "gflop_per_image_forward": round(flops_img / 1e9, 3),
     }
     hf = None
@@ -225,7 +257,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         if hf is not None:
             hf.eval()
             fns["hf"] = infer_step(hf, x, precision)
-        flops_step = flops_img * args.batch
+        flops_step = flops_img * args.batch_size
         outs = {k: f().float() for k, f in fns.items()}
         res["max_abs_diff_vs_fp32_reference"] = {k: max_output_difference(v, ref_out) for k, v in outs.items()}
         res["max_abs_reference_logit"] = float(ref_out.abs().max())
@@ -240,7 +272,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         # The optimiser and the step of `vitkit train` (train.optim.build_optimizer, train.step.train_step).
         optim = OptimConfig(name="adamw", lr=1e-4, weight_decay=0.05, clip_norm=1.0)
         ours_model = maybe_compile(model, args.compile)
-        mb = args.micro_batch or args.batch
+        mb = args.micro_batch or args.batch_size
         fns = {"vitkit": fixed_batch_step(ours_model, build_optimizer(model, optim), x, y, precision=precision,
                                           micro_batch=mb, clip_norm=optim.clip_norm)}
         if hf is not None:
@@ -261,7 +293,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             fns["vitkit"]()
             compile_s = time.perf_counter() - t0
-        flops_step = 3 * flops_img * args.batch  # backward ~ 2x forward
+        flops_step = 3 * flops_img * args.batch_size  # backward ~ 2x forward
         res["checkpointing"] = bool(args.checkpointing)
         res["micro_batch"] = mb
         ours_opt = "vitkit.train.optim.build_optimizer (torch AdamW fused=True where available)"
@@ -299,7 +331,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                           "how": "median over the same rounds as the model steps"}
     res["results"] = {}
     for k, t in times.items():
-        ips = args.batch / t.median
+        ips = args.batch_size / t.median
         gf = flops_step / t.median / 1e9
         res["results"][k] = {
             "images_per_s": round(ips, 3), "gflops": round(gf, 1),
@@ -312,6 +344,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         per_round = sorted(h / v for h, v in zip(times["hf"].seconds, times["vitkit"].seconds))
         res["speedup_per_round"] = [round(r, 3) for r in per_round]
         # Robust to a load burst that hits one side's step only.
+        import statistics
+
         res["speedup_median_of_rounds"] = round(statistics.median(per_round), 3)
     return res
 
@@ -325,9 +359,9 @@ def bench_data(args: argparse.Namespace) -> dict[str, Any]:
     from ..data import build_loader
 
     steps = max(args.steps, 1)
-    loader = build_loader(args.data, split=args.split, train=True, image_size=args.image_size, batch_size=args.batch,
-                          num_workers=args.workers)
-    workers = int(getattr(loader, "num_workers", args.workers or 0))
+    loader = build_loader(args.data, split=args.split, train=True, image_size=args.image_size,
+                          batch_size=args.batch_size, num_workers=args.num_workers)
+    workers = int(getattr(loader, "num_workers", args.num_workers or 0))
     it = iter(loader)
     t0 = time.perf_counter()
     for _ in range(args.warmup):  # worker start-up and first shard opens
@@ -342,7 +376,7 @@ def bench_data(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"data {args.data!r} gave no batches after {args.warmup} warm-up batches")
     ips = n / dt
     return {
-        "mode": "data", "data": args.data, "split": args.split, "image_size": args.image_size, "batch": args.batch,
+        "mode": "data", "data": args.data, "split": args.split, "image_size": args.image_size, "batch": args.batch_size,
         "workers": workers, "images": n, "seconds": round(dt, 3), "warmup_seconds": round(warm_s, 3),
         "images_per_s": round(ips, 2),
         # With 0 workers the main process decodes: that is the one-worker rate.

@@ -1,7 +1,7 @@
-"""``vitkit convert SRC DST``: read any supported checkpoint, write it in another format.
+"""``vitkit convert --model SRC --out DST``: read any supported checkpoint, write it in another format.
 
 The source format is detected from the file; the destination follows ``--format`` or the
-suffix of DST (``.safetensors``: vitkit, ``.npz``: official, ``.pth``: timm; a Hugging Face
+suffix of --out (``.safetensors``: vitkit, ``.npz``: official, ``.pth``: timm; a Hugging Face
 checkpoint is a directory, so it needs ``--format hf``). ``--num-classes``/``--image-size``
 adapt the model on the way, as ``load_model`` does (new zero head, resampled position
 embeddings).
@@ -10,32 +10,44 @@ embeddings).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+from .common import add_command, add_image_size, add_json, add_model, add_out, non_negative_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..models.config import CLASSIFIERS, GELU_VARIANTS
-
-    p = sub.add_parser("convert", help="convert a checkpoint between formats (vitkit, npz, hf, timm)")
-    p.add_argument("src", help="checkpoint to read: file, folder, run folder, URL, hf-hub:ORG/NAME or catalogue name")
-    p.add_argument("dst", help="where to write")
+    p = add_command(sub, "convert", help="convert a checkpoint between formats (vitkit, npz, hf, timm)",
+                    description=__doc__, examples=[
+                        "vitkit convert --model vit.safetensors --out vit.npz",
+                        "vitkit convert --model imagenet21k/ViT-B_16 --out vit_b16_cifar.safetensors "
+                        "--num-classes 10 --image-size 384",
+                        "vitkit convert --model hf-hub:google/vit-base-patch16-224 --out vit_hf --format hf"])
+    add_model(p, required=False, extra=" (the checkpoint to read)")
+    add_out(p, what="where to write the converted checkpoint (a file; a folder for --format hf)")
+    p.add_argument("src", nargs="?", help=argparse.SUPPRESS)  # the old positional SRC DST spelling still works
+    p.add_argument("dst", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--format", dest="dst_format", default=None,
-                   help="output format: vitkit, npz, hf or timm (default: from the suffix of DST)")
+                   help="output format: vitkit, npz, hf or timm (default: from the suffix of --out)")
     p.add_argument("--src-format", default=None, help="input format, when detection should be skipped")
     p.add_argument("--npz-naming", choices=("released", "linen"), default="released",
-                   help="encoder-block module names in a written .npz (default: released files' names)")
-    p.add_argument("--num-classes", type=int, default=None, help="new task: zero-initialised head of this size")
-    p.add_argument("--representation-size", type=int, default=None,
+                   help="encoder-block module names in a written .npz: released files' or Flax linen's")
+    p.add_argument("--num-classes", type=non_negative_int, default=None,
+                   help="new task: zero-initialised head of this size")
+    p.add_argument("--representation-size", type=positive_int, default=None,
                    help="with --num-classes: keep/size a pre-logits layer instead of dropping it")
-    p.add_argument("--image-size", type=int, default=None, help="resample position embeddings for this resolution")
-    p.add_argument("--classifier", choices=CLASSIFIERS, default=None,
-                   help="pooling the file cannot tell (e.g. token_unpooled)")
-    p.add_argument("--num-heads", type=int, default=None, help="attention heads, for files that cannot tell (timm)")
-    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the GELU variant")
+    add_image_size(p)
+    p.add_argument("--classifier", default=None,
+                   help="pooling the file cannot tell: token, gap, unpooled or token_unpooled")
+    p.add_argument("--num-heads", type=positive_int, default=None,
+                   help="attention heads, for files that cannot tell (timm)")
+    p.add_argument("--gelu", default=None, help="override the GELU variant: tanh or exact")
     p.add_argument("--layer-norm-eps", type=float, default=None, help="override the LayerNorm epsilon")
     p.add_argument("--name", default=None, help="model name to record")
-    p.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    add_json(p, what="what was read and written")
     p.set_defaults(func=run)
 
 
@@ -44,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints.api import detect_format, writer_format
     from ..checkpoints.formats import get_format
     from ..checkpoints.sources import resolve
-    from .main import UserError
 
-    src, dst = resolve(args.src).path, Path(args.dst)  # any source: a URL is never turned into a Path
+    source = _one(args.model, args.src, "--model SOURCE")
+    target = _one(args.out, args.dst, "--out PATH")
+    src, dst = resolve(source).path, Path(target)  # any source: a URL is never turned into a Path
     if dst.exists() and not args.force:
         raise UserError(f"{dst} exists; pass --force to overwrite it")
     if src.resolve() == dst.resolve():
@@ -68,9 +81,22 @@ def run(args: argparse.Namespace) -> int:
     arch = (f"{cfg.name}: {cfg.num_layers} blocks, hidden {cfg.hidden_size}, {cfg.num_heads} heads, "
             f"classifier {cfg.classifier}, {cfg.num_classes} classes, {cfg.image_size[0]}x{cfg.image_size[1]} px"
             if cfg.transformer else f"{cfg.name}: ResNet {cfg.resnet.num_layers}, {cfg.num_classes} classes")
-    print(f"read    {args.src} ({src_fmt.name})")
+    params = sum(p.numel() for p in model.parameters())
+    if args.json:
+        print(json.dumps({"source": source, "source_format": src_fmt.name, "adapted": overrides, "model": arch,
+                          "parameters": params, "out": str(dst), "format": dst_fmt.name}, indent=1))
+        return 0
+    print(f"read    {source} ({src_fmt.name})")
     if overrides:
         print("adapted " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-    print(f"model   {arch}; {sum(p.numel() for p in model.parameters()):,} parameters")
+    print(f"model   {arch}; {params:,} parameters")
     print(f"wrote   {dst} ({dst_fmt.name})")
     return 0
+
+
+def _one(flag: str | None, positional: str | None, name: str) -> str:
+    if flag and positional:
+        raise UserError(f"give {name} once (as the option, or positionally as before), not both")
+    if not (flag or positional):
+        raise UserError(f"{name} is required")
+    return flag or positional  # type: ignore[return-value]

@@ -15,18 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+from .common import add_command, add_json, add_no_progress, add_out, log, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="pre-train on digits, fine-tune at 2x resolution, evaluate (no download)")
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: this model is too small to gain from more)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = add_command(sub, "demo", help="pre-train on digits, fine-tune at 2x resolution, evaluate (no download)",
+                    description=__doc__.split("\n\n", 1)[1], examples=[
+                        "vitkit demo --out runs/demo_quick pretrain.schedule.steps=100 finetune.schedule.steps=50",
+                        "vitkit demo --out runs/demo",
+                        "vitkit demo --out runs/demo_seed1 seed=1 --no-progress"])
+    add_out(p, what="folder for pretrain/, finetune/, figures/ and summary.json", default="runs/demo")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch CPU threads (this model is too small to gain from more)")
+    add_no_progress(p)
+    add_json(p, what="the summary")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides for both steps, e.g. seed=1; prefix with pretrain. or finetune. for one step")
     p.set_defaults(func=run)
@@ -49,7 +56,7 @@ def _fresh(folder: Path) -> None:
     """Re-running the demo replaces its own previous runs (and nothing else)."""
     if folder.exists():
         if not (folder / "config.yaml").is_file():
-            raise ValueError(f"{folder} exists and is not a vitkit run; choose another --out")
+            raise UserError(f"{folder} exists and is not a vitkit run; choose another --out")
         shutil.rmtree(folder)
 
 
@@ -78,7 +85,7 @@ def run_demo(out: Path, *, threads: int | None = 1, progress: bool = True,
     pre_cfg = apply_overrides(get_preset("demo_pretrain"), pre_over)
     pre_cfg.out, pre_cfg.threads = str(out / "pretrain"), threads or pre_cfg.threads
     _fresh(out / "pretrain")
-    print("vitkit demo: 1/2 pre-training on digits at 16 px", file=sys.stderr)
+    log.info("vitkit demo: 1/2 pre-training on digits at 16 px")
     pre = train(pre_cfg, progress=progress)
     t_pre = time.perf_counter() - t0
 
@@ -86,11 +93,11 @@ def run_demo(out: Path, *, threads: int | None = 1, progress: bool = True,
     fine_cfg.model.init = pre["model"]
     fine_cfg.out, fine_cfg.threads = str(out / "finetune"), threads or fine_cfg.threads
     _fresh(out / "finetune")
-    print(f"vitkit demo: 2/2 fine-tuning at {fine_cfg.data.image_size} px (position embeddings interpolated, "
-          "new zero head)", file=sys.stderr)
+    log.info(f"vitkit demo: 2/2 fine-tuning at {fine_cfg.data.image_size} px (position embeddings interpolated, "
+             "new zero head)")
     fine = train(fine_cfg, progress=progress)
     t_fine = time.perf_counter() - t0
-    print("vitkit demo: writing the paper's analysis figures (Fig. 6, Fig. 7)", file=sys.stderr)
+    log.info("vitkit demo: writing the paper's analysis figures (Fig. 6, Fig. 7)")
     figures = _write_figures(Path(fine["model"]), out / "figures")
     total = time.perf_counter() - t0
 
@@ -109,6 +116,9 @@ def run_demo(out: Path, *, threads: int | None = 1, progress: bool = True,
 
 def run(args: argparse.Namespace) -> int:
     s = run_demo(Path(args.out), threads=args.threads, progress=not args.no_progress, overrides=args.overrides)
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
     print(f"vitkit demo: digits test top-1: pre-trained at {s['pretrain_image_size']} px {s['pretrain_top1']:.4f}, "
           f"fine-tuned at {s['finetune_image_size']} px {s['finetune_top1']:.4f} ({s['total_time_s']:.0f} s); "
           f"wrote {args.out}/summary.json")

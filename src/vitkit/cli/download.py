@@ -6,13 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_command, add_json, add_no_progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="fetch pre-trained weights into the cache (see `vitkit models --pretrained`)")
+    p = add_command(sub, "download", help="fetch pre-trained weights into the cache (see `vitkit models --pretrained`)",
+                    description="Download weights into vitkit's verified cache now (e.g. before going offline) and "
+                                "print where they are. Any later --model SOURCE with the same name reads the cache.",
+                    examples=["vitkit download https://example.org/weights/vit.safetensors --check",
+                              "vitkit download imagenet21k/ViT-B_16 imagenet21k/ViT-L_16",
+                              "vitkit download hf-hub:google/vit-base-patch16-224 --json"])
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="catalogue name (imagenet21k/ViT-B_16), http(s) URL or hf-hub:ORG/NAME[@REV]")
     p.add_argument("--check", action="store_true", help="also load each one to check that vitkit reads it")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_no_progress(p)
+    add_json(p, what="one row per source")
     p.set_defaults(func=run)
 
 
@@ -22,14 +30,14 @@ def run(args: argparse.Namespace) -> int:
 
     rows = []
     for src in args.sources:
-        r = resolve(src)
+        r = resolve(src, progress=not args.no_progress)
         row = {"source": src, "path": str(r.path), "sha256": recorded_sha256(r.path) if r.path.is_file() else None}
         if r.entry is not None:
             row["entry"] = r.entry.as_dict()
         if args.check:
             from ..checkpoints import load_model
 
-            cfg = load_model(src).config
+            cfg = load_model(src, progress=False).config
             row["model"] = f"{cfg.name}: {cfg.num_layers} blocks, hidden {cfg.hidden_size}, {cfg.num_heads} heads, " \
                            f"{cfg.num_classes} classes, {cfg.image_size[0]} px"
         rows.append(row)

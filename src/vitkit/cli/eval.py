@@ -3,52 +3,93 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from ..errors import UserError
+from .common import (
+    add_batch_size,
+    add_command,
+    add_data,
+    add_device,
+    add_image_size,
+    add_json,
+    add_limit,
+    add_model,
+    add_no_progress,
+    add_num_workers,
+    add_out,
+    add_precision,
+    add_preprocess,
+    add_split,
+    resolve_device_precision,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..evaluate.data import add_common_arguments
-
-    p = sub.add_parser("eval", help="top-1 and top-5 accuracy on a data set")
-    add_common_arguments(p)
-    p.add_argument("--data", required=True, metavar="SPEC",
-                   help="data spec: digits, folder:PATH, wds:PATTERN, mnist:PATH, cifar:PATH")
-    p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p = add_command(sub, "eval", help="top-1 and top-5 accuracy on a data set",
+                    description="Top-1 / top-5 accuracy of a checkpoint on a data spec; eval.json records what ran "
+                                "(split read, precision, device, preprocessing, number of examples).",
+                    examples=["vitkit eval --model vit.safetensors --data digits --limit 100 --out runs/eval",
+                              "vitkit eval --model imagenet21k+imagenet2012/ViT-B_16 --data folder:imagenet/val "
+                              "--batch-size 128 --flip",
+                              "vitkit eval --model runs/c10 --data wds:cifar10/test-{000000..000009}.tar --json"])
+    add_model(p)
+    add_data(p)
+    add_split(p)
+    add_limit(p)
+    add_image_size(p)
+    add_preprocess(p)
+    add_batch_size(p, default=64)
+    add_precision(p)
+    add_device(p)
+    add_num_workers(p)
     p.add_argument("--flip", action="store_true",
                    help="also score the mean logits of each image and its mirror image (flip_top1, flip_top5)")
-    p.add_argument("--out", default=None, metavar="DIR", help="write DIR/eval.json")
+    add_out(p, what="folder to write eval.json into")
+    add_no_progress(p)
+    add_json(p, what="the record (eval.json's content)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_accuracy
     from ..evaluate.core import match_classes
-    from ..evaluate.data import check_batch_size, load_for_inference, loader_stats, open_loader, report_skipped
+    from ..evaluate.data import load_for_inference, loader_stats, open_loader, report_skipped
     from .main import write_report
 
-    check_batch_size(args.batch_size)
+    device, precision = resolve_device_precision(args.device, args.precision)
     model = load_for_inference(args.model, args.image_size)
     cfg = model.config
+    if cfg.num_classes < 1:
+        raise UserError(f"{args.model}: the model has no classification head; use `vitkit fewshot` instead")
     h, w = cfg.image_size  # the model's, after --image-size resampled it
     loader, info, batches = open_loader(
         args.data, cfg, split=args.split, batch_size=args.batch_size, limit=args.limit,
         num_workers=args.num_workers, preprocess=args.preprocess,
     )
-    if cfg.num_classes < 1:
-        raise ValueError(f"{args.model}: the model has no classification head; use `vitkit fewshot` instead")
     try:
         classes = match_classes(cfg.class_names, getattr(info, "class_names", None), cfg.num_classes,
                                 info.num_classes)
     except ValueError as e:
-        raise ValueError(f"{args.data}: {e}") from None
-    res = evaluate_accuracy(model, loader, precision=args.precision, device=args.device, total=batches,
-                            flip=args.flip, classes=classes)
-    res.update({"model": str(args.model), "data": args.data, "split": args.split, "image_size": [h, w],
-                "precision": args.precision, "preprocess": loader.preprocess, "loader": loader_stats(loader),
-                "classes": classes.as_dict(cfg.num_classes)})
+        raise UserError(f"{args.data}: {e}") from None
+    res = evaluate_accuracy(model, loader, precision=precision, device=device, total=batches, flip=args.flip,
+                            classes=classes, progress=not args.no_progress)
+    # What ran: the split actually read (a data set without `test` is evaluated on its validation split), the
+    # resolved precision, the device, the preprocessing, the number of examples (exactly --limit when given).
+    split = str(getattr(info, "split", None) or args.split)
+    res.update({"model": str(args.model), "data": args.data, "split": split, "image_size": [h, w],
+                "precision": precision, "device": str(device), "preprocess": loader.preprocess,
+                "limit": args.limit, "loader": loader_stats(loader), "classes": classes.as_dict(cfg.num_classes)})
+    if split != args.split:
+        res["requested_split"] = args.split
     report_skipped(res["loader"], args.data)
-    print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
-          f"({res['num_examples']} images at {h}x{w}, preprocessing {loader.preprocess})")
+    if args.out:
+        write_report(args.out, "eval.json", res, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  ({res['num_examples']} images of "
+          f"{args.data} ({split}) at {h}x{w}, {precision}, preprocessing {loader.preprocess})")
     if args.flip:
         print(f"flip-averaged: top-1 {100 * res['flip_top1']:.2f}%  top-5 {100 * res['flip_top5']:.2f}%")
     if classes.label_map is not None:
@@ -58,6 +99,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: classes matched by name; {note}")
     if res["k_used"]["top5"] < 5:
         print(f"note: {res['k_used']['top5']} classes are scored, so top-5 is top-{res['k_used']['top5']}")
-    if args.out:
-        write_report(args.out, "eval.json", res)
     return 0

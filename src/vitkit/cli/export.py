@@ -1,49 +1,73 @@
-"""``vitkit export``: ONNX at a fixed resolution, verified against PyTorch with onnxruntime; optionally int8."""
+"""``vitkit export``: ONNX at a fixed resolution, verified against PyTorch with onnxruntime."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from ..errors import UserError
+from .common import add_command, add_image_size, add_json, add_model, add_out, log, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with onnxruntime), fp32 or int8")
-    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint to export")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default onnx)")
-    p.add_argument("--image-size", type=int, default=None, metavar="R",
-                   help="fixed input resolution; position embeddings are resampled before export "
-                   "(default: the model's)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p = add_command(sub, "export", help="export a checkpoint to ONNX (verified with onnxruntime), fp32 or int8",
+                    description="ONNX at a fixed input resolution; onnxruntime's logits are compared with PyTorch's "
+                                "before the command succeeds.",
+                    examples=["vitkit export --model vit.safetensors --out vit.onnx",
+                              "vitkit export --model imagenet21k+imagenet2012/ViT-B_16 --out vit_b16_384.onnx "
+                              "--image-size 384",
+                              "vitkit export --model runs/c10 --out c10_int8.onnx --quantize int8 --calibration "
+                              "cifar:cifar-10-batches-py"])
+    add_model(p)
+    add_out(p, what="the .onnx file to write")
+    p.add_argument("out_positional", nargs="?", metavar="OUT", help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format")
+    add_image_size(p, extra=" (fixed in the exported graph)")
+    p.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
-                   help="torch.onnx exporter (default auto: dynamo, falling back to TorchScript)")
+                   help="torch.onnx exporter: auto tries dynamo (needs onnxscript) and falls back to TorchScript, "
+                        "saying why")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="int8 with onnxruntime's quantization tools, for CPU serving: dynamic (weights int8, "
                    "activations quantized per batch) by default, static QDQ when --calibration is given")
     p.add_argument("--calibration", default=None, metavar="DATA",
                    help="calibration images for static int8: a data spec (wds:..., folder:..., cifar:...), a folder "
                    "or image files; they get the model's eval preprocessing at the export resolution")
-    p.add_argument("--calibration-split", default="train", help="split of a --calibration data spec (default train)")
-    p.add_argument("--calibration-images", type=int, default=128, metavar="N",
-                   help="number of calibration images (default 128)")
-    p.add_argument("out", metavar="OUT", help="the .onnx file to write")
+    p.add_argument("--calibration-split", default="train", help="split of a --calibration data spec")
+    p.add_argument("--calibration-images", type=positive_int, default=128, metavar="N",
+                   help="number of calibration images")
+    add_json(p, what="what was written and checked (fp32 export)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import load_model
+    from ..evaluate.data import load_for_inference
     from ..export import export_onnx
 
-    if args.image_size is not None and args.image_size < 1:
-        raise ValueError(f"--image-size must be positive, got {args.image_size}")
+    if args.out and args.out_positional:
+        raise UserError("give the output once: --out FILE (or the old positional OUT), not both")
+    out = args.out or args.out_positional
+    if not out:
+        raise UserError("--out FILE.onnx is required")
     if args.quantize is None and args.calibration is not None:
-        raise ValueError("--calibration is for int8 export; add --quantize int8")
-    if args.calibration_images < 1:
-        raise ValueError(f"--calibration-images must be positive, got {args.calibration_images}")
-    model = load_model(args.model)
+        raise UserError("--calibration is for int8 export; add --quantize int8")
+    model = load_for_inference(args.model)
     cfg = model.config
     if args.quantize == "int8":
-        return _run_int8(args, model)
-    res = export_onnx(model, args.out, args.image_size, opset=args.opset, exporter=args.exporter)
+        return _run_int8(args, model, out)
+    res = export_onnx(model, out, args.image_size, opset=args.opset, exporter=args.exporter)
     h, w = res.image_size
+    if res.fallback_reason:
+        log.warning("vitkit export: note: exported with the TorchScript exporter: the dynamo exporter could not be "
+                    "used (%s)", res.fallback_reason)
+    record = {"out": str(res.path), "exporter": res.exporter, "fallback_reason": res.fallback_reason,
+              "input": {"name": res.input_name, "shape": ["batch", cfg.in_chans, h, w], "mean": list(cfg.mean),
+                        "std": list(cfg.std)},
+              "output": {"name": res.output_name, "shape": ["batch", cfg.num_classes]},
+              "max_abs_diff": res.max_abs_diff, "input_dependent": res.input_dependent}
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return 0
     print(f"wrote {res.path} ({res.exporter} exporter): input '{res.input_name}' (batch, "
           f"{cfg.in_chans}, {h}, {w}) normalised with mean {cfg.mean} std {cfg.std}, "
           f"output '{res.output_name}' (batch, {cfg.num_classes})")
@@ -54,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_int8(args: argparse.Namespace, model) -> int:  # noqa: ANN001 - a vitkit model
+def _run_int8(args: argparse.Namespace, model, out: str) -> int:  # noqa: ANN001 - a vitkit model
     from ..export.quantize import INT8_TOLERANCE, export_onnx_int8
 
     cfg = model.config
@@ -69,7 +93,7 @@ def _run_int8(args: argparse.Namespace, model) -> int:  # noqa: ANN001 - a vitki
             at = copy.deepcopy(model)
             at.set_image_size(args.image_size)  # gather_images reads the resolution from the config
         calib = gather_images(at.config, [args.calibration], args.calibration_images, split=args.calibration_split)
-    res = export_onnx_int8(model, args.out, args.image_size, calibration=calib, opset=args.opset,
+    res = export_onnx_int8(model, out, args.image_size, calibration=calib, opset=args.opset,
                            exporter=args.exporter)
     h, w = res.image_size
     print(f"wrote {res.path} (int8, {res.method}{f', {len(calib)} calibration images' if calib is not None else ''}; "

@@ -1,8 +1,13 @@
 """``vitkit`` command line: one sub-command per module in this package.
 
-Each command module defines ``register(subparsers)``, which adds its parser and sets
-``func``. Errors a user can fix are printed as one line (``vitkit: error: ...``) and exit 2;
-set ``VITKIT_DEBUG=1`` for the traceback.
+Each command module defines ``register(subparsers)``, which adds its parser (through
+:func:`vitkit.cli.common.add_command`, with the shared flags of :mod:`vitkit.cli.common`) and sets ``func``.
+Neither this module nor ``register`` imports torch, so ``vitkit --help``/``--version`` answer at once; the
+commands import what they need when they run.
+
+Exit codes: 0 done; 2 a problem the user can fix (one line ``vitkit CMD: error: ...``: :data:`USER_ERRORS`,
+argument errors); 1 an internal error (a short traceback and a request to report it); 3 training diverged;
+130/143 stopped by SIGINT/SIGTERM. ``VITKIT_DEBUG=1`` re-raises any error with its full traceback.
 """
 
 from __future__ import annotations
@@ -12,32 +17,64 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..errors import UserError
+from .common import Parser, setup_logging
+
+__all__ = ["COMMANDS", "USER_ERRORS", "UserError", "build_parser", "main", "write_report"]
 
 # Order shown in --help. A module that does not exist (yet) is skipped.
 COMMANDS = ("models", "download", "demo", "convert", "train", "eval", "fewshot", "analyze", "predict", "export",
             "bench")
 
+REPORT_URL = "https://github.com/vitkit/vitkit/issues"
 
-class UserError(Exception):
-    """A problem with the user's input, reported without a traceback."""
+# Optional dependency (top-level module) -> the extra of pyproject.toml that installs it. A command that needs
+# one that is not installed is a one-line user error naming the extra, not an internal error.
+OPTIONAL_MODULES = {"tensorboard": "train", "sklearn": "train", "matplotlib": "analysis", "onnx": "export",
+                    "onnxruntime": "export", "onnxscript": "export", "fsspec": "remote", "s3fs": "remote",
+                    "gcsfs": "remote"}
 
 
-def write_report(out_dir: str, name: str, result: dict) -> None:
-    """Write ``result`` as ``OUT_DIR/NAME`` (JSON) and say so."""
+def _checkpoint_error() -> type[BaseException]:
+    # checkpoints.errors imports nothing heavy; imported here so that this module stays free of the package tree
+    from ..checkpoints.errors import CheckpointError
+
+    return CheckpointError
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors reported as the user's to fix (one line, exit 2). A bare ValueError/KeyError/TypeError is not among
+    them: raised from deep inside vitkit it is a bug, and shows as one."""
+    return (UserError, _checkpoint_error(), FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError)
+
+
+USER_ERRORS = ("UserError", "CheckpointError", "FileNotFoundError", "FileExistsError", "IsADirectoryError",
+               "NotADirectoryError", "PermissionError")
+
+
+def write_report(out_dir: str, name: str, result: dict, *, quiet: bool = False) -> Path:
+    """Write ``result`` as ``OUT_DIR/NAME`` (JSON) and say so on stderr (stdout may be carrying --json)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / name).write_text(json.dumps(result, indent=1))
-    print(f"wrote {out / name}")
+    if not quiet:
+        print(f"wrote {out / name}", file=sys.stderr)
+    return out / name
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitkit", description="Vision Transformer toolkit")
+def build_parser() -> Parser:
     from .. import __version__
 
+    parser = Parser(prog="vitkit", description="Vision Transformer toolkit: the model and pipeline of Dosovitskiy "
+                    "et al. (2020). `vitkit COMMAND --help` shows each command's options and examples.")
     parser.add_argument("--version", action="version", version=f"vitkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict[str, argparse.ArgumentParser] = {}
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"vitkit.cli.{name}")
@@ -46,22 +83,38 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+        commands[name] = sub.choices[name]
+    parser.set_defaults(_commands=commands)
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..checkpoints.errors import CheckpointError
+def _parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, except that an unknown option is reported by the sub-command's parser, which knows that
+    command's options for its "did you mean"."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        target = args._commands.get(getattr(args, "command", None) or "", parser)
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
-    return (UserError, CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError, ValueError, KeyError, TypeError, IndexError)
+
+def _report_internal(command: str, e: BaseException) -> None:
+    frames = traceback.extract_tb(e.__traceback__)[-4:]
+    print("Traceback (most recent call last, innermost 4 frames):", file=sys.stderr)
+    print("".join(traceback.format_list(frames)).rstrip(), file=sys.stderr)
+    print(f"{type(e).__name__}: {e}", file=sys.stderr)
+    print(f"vitkit {command}: internal error: this is a bug in vitkit, not a problem with your input. Please "
+          f"report it at {REPORT_URL} with the command line and the lines above (VITKIT_DEBUG=1 shows the full "
+          "traceback).", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    setup_logging(args)
     from ..perf.allocator import tune_cpu_allocator
 
     tune_cpu_allocator()  # 5-13% on CPU training steps; VITKIT_TUNE_MALLOC=0 opts out
@@ -70,12 +123,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vitkit: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as e:
+    except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
         if os.environ.get("VITKIT_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"vitkit {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        missing = (e.name or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+        if missing in OPTIONAL_MODULES:
+            print(f"vitkit {args.command}: error: this needs the optional package {missing!r}, which is not "
+                  f"installed: pip install 'vitkit[{OPTIONAL_MODULES[missing]}]'", file=sys.stderr)
+            return 2
+        if isinstance(e, user_errors()):
+            print(f"vitkit {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        _report_internal(args.command, e)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,17 +6,34 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import UserError
+from .common import add_command, add_image_size, add_json, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the named models with parameters and GFLOPs")
-    p.add_argument("--image-size", type=int, default=224, help="resolution for the FLOP count (default 224)")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--filter", default="", help="only names containing this text")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = add_command(sub, "models", help="list the named models with parameters and GFLOPs",
+                    description="The named architectures (for --model, create_model and model.name=) with their "
+                                "parameters, GFLOPs and tokens per image; --pretrained: the official checkpoints.",
+                    examples=["vitkit models --filter B_16 --image-size 384",
+                              "vitkit models --pretrained --filter imagenet21k/",
+                              "vitkit models --filter Ti_16 --json"])
+    add_image_size(p, default=224, extra=" for the FLOP and token counts")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="classes of the head (parameter count)")
+    p.add_argument("--filter", default="", help="only names containing this text (case-insensitive); no match is "
+                   "an error")
+    add_json(p, what="the rows")
     p.add_argument("--pretrained", action="store_true",
                    help="list the official checkpoints (resolution, pre-training / fine-tuning data, published "
                         "top-1, whether cached) instead")
     p.set_defaults(func=run)
+
+
+def _none_match(args: argparse.Namespace, names: list[str]) -> UserError:
+    from ..errors import did_you_mean
+
+    what = "official checkpoint" if args.pretrained else "model name"
+    return UserError(f"--filter {args.filter!r}: no {what} contains it{did_you_mean(args.filter, names)}; "
+                     f"`vitkit models{' --pretrained' if args.pretrained else ''}` lists them all")
 
 
 def _pretrained(args: argparse.Namespace) -> int:
@@ -28,6 +45,8 @@ def _pretrained(args: argparse.Namespace) -> int:
         if args.filter.lower() not in e.name.lower() and args.filter.lower() not in e.model.lower():
             continue
         rows.append({**e.as_dict(), "cached": cache_path(e.url).is_file()})
+    if not rows:
+        raise _none_match(args, [e.name for e in list_entries()])
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -61,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             "tokens": cfg.num_tokens if cfg.transformer else None,
             "image_size": args.image_size,
         })
+    if not rows:
+        raise _none_match(args, list_models())
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from .sources import DecodedSource, MapSource
 from .stats import _new_meta, _skip
 from .transforms import BadImage, Preprocess, sample_rng
@@ -110,7 +111,7 @@ def _encoded_sample(src: WdsSource, item: tuple[Any, ...], meta: dict[str, Any])
         _skip(meta, "no_label", where)
         return None
     if not 0 <= label < src.num_classes:
-        raise ValueError(f"wds: sample {where} has label {label}, outside [0, {src.num_classes})")
+        raise UserError(f"wds: sample {where} has label {label}, outside [0, {src.num_classes})")
     data = next((payload[e] for e in IMAGE_EXTS if e in payload), None)
     if data is None:
         _skip(meta, "no_image", where, f"extensions {sorted(payload)}")
@@ -148,7 +149,7 @@ def _decode_into_memory(src: WdsSource, pre: Preprocess, max_gb: float, where: s
             nbytes += a.nbytes
             if nbytes > limit:
                 bar.close()
-                raise ValueError(f"{where}: the decoded images pass cache_max_gb={max_gb:g} GiB at sample "
+                raise UserError(f"{where}: the decoded images pass cache_max_gb={max_gb:g} GiB at sample "
                                  f"{len(images) + 1} ({name}); raise cache_max_gb or drop cache=memory to stream "
                                  f"the shards")
             images.append(a)
@@ -167,14 +168,14 @@ def _cache_options(options: dict[str, str], where: str) -> tuple[bool, float]:
     """``cache=memory`` and ``cache_max_gb=G`` (default 8) of a ``wds:`` spec."""
     cache = options.get("cache")
     if cache not in (None, "memory"):
-        raise ValueError(f"{where}: cache={cache!r} is not valid; the one choice is cache=memory (decode the split "
+        raise UserError(f"{where}: cache={cache!r} is not valid; the one choice is cache=memory (decode the split "
                          f"into memory once)")
     try:
         max_gb = float(options.get("cache_max_gb", _CACHE_MAX_GB))
     except ValueError:
-        raise ValueError(f"{where}: cache_max_gb={options['cache_max_gb']!r} is not a number") from None
+        raise UserError(f"{where}: cache_max_gb={options['cache_max_gb']!r} is not a number") from None
     if not max_gb > 0:
-        raise ValueError(f"{where}: cache_max_gb must be positive, got {max_gb:g}")
+        raise UserError(f"{where}: cache_max_gb must be positive, got {max_gb:g}")
     return cache == "memory", max_gb
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UserError
 from .sources import open_map_source
 from .spec import DatasetInfo, canonical_split, parse_spec
 from .wds import resolve_wds
@@ -20,16 +21,16 @@ def dataset_info(spec: str, split: str = "train") -> DatasetInfo:
 def check_labels(labels: np.ndarray, num_classes: int, where: str, *, require_all: bool = True) -> None:
     """ValueError if ``labels`` is empty, has labels outside [0, num_classes) or (``require_all``) lacks a class."""
     if len(labels) == 0:
-        raise ValueError(f"{where}: the data set is empty")
+        raise UserError(f"{where}: the data set is empty")
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
         bad = labels[(labels < 0) | (labels >= num_classes)]
-        raise ValueError(f"{where}: labels out of range [0, {num_classes}): found {sorted(set(bad.tolist()))[:10]}")
+        raise UserError(f"{where}: labels out of range [0, {num_classes}): found {sorted(set(bad.tolist()))[:10]}")
     if require_all:
         present = np.unique(labels)
         if len(present) < num_classes:
             missing = sorted(set(range(num_classes)) - set(present.tolist()))
-            raise ValueError(f"{where}: {len(present)} of the {num_classes} declared classes have examples; "
+            raise UserError(f"{where}: {len(present)} of the {num_classes} declared classes have examples; "
                              f"missing classes {missing[:20]}{' ...' if len(missing) > 20 else ''}")
 
 
@@ -49,11 +50,11 @@ def validate_dataset(spec: str, split: str = "train", *, num_classes: int | None
         ws.check_first_shard(num_classes if num_classes is not None else ws.num_classes)
         info = ws.info()
         if num_classes is not None and num_classes < info.num_classes:
-            raise ValueError(f"{where}: data declares {info.num_classes} classes but num_classes={num_classes}")
+            raise UserError(f"{where}: data declares {info.num_classes} classes but num_classes={num_classes}")
         return info
     src = open_map_source(spec, split)
     k = src.num_classes if num_classes is None else int(num_classes)
     if num_classes is not None and num_classes < src.num_classes:
-        raise ValueError(f"{where}: data has {src.num_classes} classes but num_classes={num_classes}")
+        raise UserError(f"{where}: data has {src.num_classes} classes but num_classes={num_classes}")
     check_labels(src.labels, k, where, require_all=require_all_classes)
     return src.info()

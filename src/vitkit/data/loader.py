@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
 from .batches import _cache_options, _Collate, _decode_into_memory, _MapBatches, _StreamBatches
 from .catalog import check_labels
 from .preprocess import default_preprocess
@@ -90,7 +91,7 @@ class Loader:
         if self.is_stream:
             self.num_streams = streams if streams is not None else max(1, num_workers)
             if num_workers > 0 and self.num_streams % num_workers:
-                raise ValueError(f"streams={self.num_streams} must be a multiple of num_workers={num_workers}")
+                raise UserError(f"streams={self.num_streams} must be a multiple of num_workers={num_workers}")
             self._stream_state = self._fresh_stream_state()
         else:
             n = len(source)
@@ -169,17 +170,17 @@ class Loader:
         try:
             epoch, batches = int(sd["epoch"]), int(sd["batches"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"loader state dict needs integer 'epoch' and 'batches', got {sd!r}") from e
+            raise UserError(f"loader state dict needs integer 'epoch' and 'batches', got {sd!r}") from e
         if self.is_stream:
             st = sd.get("streams")
             if st is None and batches > 0:
-                raise ValueError("stream loader state dict lacks 'streams' (the stream positions)")
+                raise UserError("stream loader state dict lacks 'streams' (the stream positions)")
             if st is not None:
                 saved = int(st["num_streams"])
                 if saved != self.num_streams:
                     # the position is only meaningful with the saved stream layout: adopt it when the workers allow
                     if self.num_workers and saved % self.num_workers:
-                        raise ValueError(f"the loader state was written with {saved} streams; resume with a "
+                        raise UserError(f"the loader state was written with {saved} streams; resume with a "
                                          f"num_workers that divides {saved} (this loader has {self.num_workers})")
                     self.num_streams = saved
                 self._stream_state = {"first": int(st["first"]), "pos": [int(p) for p in st["pos"]],
@@ -187,7 +188,7 @@ class Loader:
             else:
                 self._stream_state = self._fresh_stream_state()
         elif batches > (self.num_batches_for(epoch)):
-            raise ValueError(f"state dict position {batches} is beyond the {self.num_batches_for(epoch)} batches of "
+            raise UserError(f"state dict position {batches} is beyond the {self.num_batches_for(epoch)} batches of "
                              f"epoch {epoch} of {self.spec!r} (different data or batch size?)")
         self._epoch, self._batches = epoch, batches
         self.stats = LoaderStats.from_dict(sd.get("stats", {}))
@@ -240,6 +241,10 @@ class Loader:
                             done=list(st["done"]), shuffle=self.shuffle, shuffle_buffer=self.shuffle_buffer,
                             drop_last=self.drop_last, cycle=max_batches is not None and self.drop_last)
         it = iter(ds) if self.num_workers == 0 else iter(self._dataloader(ds))
+        # Samples this rank may still yield under a limit (not when training drops the last batch: there every
+        # batch is full); counted from the batches already read when resuming inside the epoch.
+        quota = per_rank if self.limit is not None and not self.drop_last else None
+        seen = self._batches * self.batch_size
         try:
             while not all(st["done"]) and (max_batches is None or self._batches < max_batches):
                 kind, s, pos, x, y, meta = next(it)
@@ -249,6 +254,11 @@ class Loader:
                 if kind == "done":
                     st["done"][s] = True
                     continue
+                if quota is not None:  # --limit / eval_limit is exact: the last batch is cut to the limit
+                    x, y = x[: quota - seen], y[: quota - seen]
+                    seen += len(y)
+                    if not len(y):
+                        break
                 self._batches += 1
                 yield x, y
         finally:
@@ -291,21 +301,21 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
     ``mean``/``std``); it is ``loader.preprocess``.
     """
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise UserError(f"batch_size must be positive, got {batch_size}")
     if world_size <= 0 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        raise UserError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if len(mean) != in_chans or len(std) != in_chans:
-        raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} must have in_chans={in_chans} entries")
+        raise UserError(f"mean {tuple(mean)} and std {tuple(std)} must have in_chans={in_chans} entries")
     if any(s == 0 for s in std):
-        raise ValueError(f"std must be non-zero, got {tuple(std)}")
+        raise UserError(f"std must be non-zero, got {tuple(std)}")
     if limit is not None and limit <= 0:
-        raise ValueError(f"limit must be positive, got {limit}")
+        raise UserError(f"limit must be positive, got {limit}")
     if randaugment is not None:
         if len(randaugment) != 2 or randaugment[0] < 0:
-            raise ValueError(f"randaugment must be (num_ops, magnitude), got {randaugment}")
+            raise UserError(f"randaugment must be (num_ops, magnitude), got {randaugment}")
     size = _pair(image_size)
     if min(size) <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+        raise UserError(f"image_size must be positive, got {image_size}")
     shuffle = train if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
     if preprocess is None:
@@ -321,9 +331,9 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
     if p.kind == "wds":
         source = resolve_wds(p, split)
         if num_classes is not None and num_classes < source.num_classes:
-            raise ValueError(f"{where}: data declares {source.num_classes} classes but num_classes={num_classes}")
+            raise UserError(f"{where}: data declares {source.num_classes} classes but num_classes={num_classes}")
         if len(source.shards) < world_size:
-            raise ValueError(f"{where}: {len(source.shards)} shards cannot be split over {world_size} ranks")
+            raise UserError(f"{where}: {len(source.shards)} shards cannot be split over {world_size} ranks")
         # fail before training on an unreadable first shard or labels beyond the classes (later shards are checked
         # as they stream)
         source.check_first_shard(num_classes if num_classes is not None else source.num_classes, strict=False)
@@ -334,7 +344,7 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
             check_labels(source.labels, source.num_classes if num_classes is None else int(num_classes), where,
                          require_all=require_all_classes and limit is None)
             if len(source) < world_size:
-                raise ValueError(f"{where}: {len(source)} samples cannot be split over {world_size} ranks")
+                raise UserError(f"{where}: {len(source)} samples cannot be split over {world_size} ranks")
         elif train and world_size > 1 and source.num_examples is None and limit is None:
             log.warning("%s: stream of undeclared size on %d ranks: ranks may run different numbers of steps; "
                         "declare num_examples (spec '?num_examples=N' or meta.json) for lock-step training",
@@ -343,14 +353,14 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
         source = open_map_source(spec, split)
         k = source.num_classes if num_classes is None else int(num_classes)
         if num_classes is not None and num_classes < source.num_classes:
-            raise ValueError(f"{where}: data has {source.num_classes} classes but num_classes={num_classes}")
+            raise UserError(f"{where}: data has {source.num_classes} classes but num_classes={num_classes}")
         check_labels(source.labels, k, where, require_all=require_all_classes and limit is None)
         small = source.in_memory and len(source) * max(size) ** 2 <= 4096 * 64 * 64
         if len(source) < world_size:
-            raise ValueError(f"{where}: {len(source)} samples cannot be split over {world_size} ranks")
+            raise UserError(f"{where}: {len(source)} samples cannot be split over {world_size} ranks")
     nw = _default_workers(small) if num_workers is None else int(num_workers)
     if nw < 0:
-        raise ValueError(f"num_workers must be >= 0, got {nw}")
+        raise UserError(f"num_workers must be >= 0, got {nw}")
     loader = Loader(spec=spec, source=source, pre=pre, collate=collate, batch_size=batch_size, seed=seed, rank=rank,
                     world_size=world_size, num_workers=nw, shuffle=shuffle, drop_last=drop_last,
                     shuffle_buffer=shuffle_buffer, limit=limit, streams=streams, prefetch=prefetch,
@@ -358,6 +368,6 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
     if cache_meta is not None:  # bad samples met while decoding into memory, counted once
         loader.stats.add(cache_meta)
     if not loader.is_stream and loader.num_batches() == 0:
-        raise ValueError(f"{where}: {loader._num_samples()} samples give no batch of {batch_size} per rank "
+        raise UserError(f"{where}: {loader._num_samples()} samples give no batch of {batch_size} per rank "
                          f"(world_size={world_size}, drop_last={drop_last})")
     return loader

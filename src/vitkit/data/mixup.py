@@ -13,6 +13,8 @@ import math
 import numpy as np
 import torch
 
+from ..errors import UserError
+
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     """One-hot targets with ``smoothing`` spread evenly: off = s/K, on = 1 - s + s/K (each row sums to 1)."""
@@ -25,11 +27,11 @@ class Mixup:
     def __init__(self, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, prob: float = 1.0,
                  switch_prob: float = 0.5, label_smoothing: float = 0.1, num_classes: int = 1000):
         if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
+            raise UserError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
         if not 0 <= prob <= 1 or not 0 <= switch_prob <= 1 or not 0 <= label_smoothing < 1:
-            raise ValueError("prob and switch_prob must be in [0, 1] and label_smoothing in [0, 1)")
+            raise UserError("prob and switch_prob must be in [0, 1] and label_smoothing in [0, 1)")
         if num_classes <= 0:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise UserError(f"num_classes must be positive, got {num_classes}")
         self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
         self.prob, self.switch_prob = float(prob), float(switch_prob)
         self.label_smoothing, self.num_classes = float(label_smoothing), int(num_classes)
@@ -54,9 +56,9 @@ class Mixup:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if images.shape[0] != labels.shape[0]:
-            raise ValueError(f"mixup: {images.shape[0]} images but {labels.shape[0]} labels")
+            raise UserError(f"mixup: {images.shape[0]} images but {labels.shape[0]} labels")
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"mixup: labels must be in [0, {self.num_classes})")
+            raise UserError(f"mixup: labels must be in [0, {self.num_classes})")
         lam, use_cutmix, rng = self._params(generator)
         target = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
         if lam == 1.0:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
+
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler for the CIFAR python batches that cannot run code.
@@ -39,10 +41,10 @@ def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
 
 def _check_plain(obj: Any, where: str, depth: int = 0) -> None:
     if depth > 10:
-        raise ValueError(f"{where}: nesting too deep")
+        raise UserError(f"{where}: nesting too deep")
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
-            raise ValueError(f"{where}: object arrays are not allowed")
+            raise UserError(f"{where}: object arrays are not allowed")
     elif isinstance(obj, dict):
         for k, v in obj.items():
             _check_plain(k, where, depth + 1)
@@ -51,7 +53,7 @@ def _check_plain(obj: Any, where: str, depth: int = 0) -> None:
         for v in obj:
             _check_plain(v, where, depth + 1)
     elif not isinstance(obj, (str, bytes, int, float, bool, type(None), np.dtype)):
-        raise ValueError(f"{where}: unexpected {type(obj).__name__} in a data file")
+        raise UserError(f"{where}: unexpected {type(obj).__name__} in a data file")
 
 
 def safe_load_pickle(data: bytes, where: str = "pickle") -> Any:
@@ -59,6 +61,6 @@ def safe_load_pickle(data: bytes, where: str = "pickle") -> Any:
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # any failure of a refused or malformed pickle is a data error
-        raise ValueError(f"{where}: refused to load: {e}") from e
+        raise UserError(f"{where}: refused to load: {e}") from e
     _check_plain(obj, where)
     return obj

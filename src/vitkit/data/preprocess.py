@@ -38,6 +38,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from ..errors import UserError
+
 PREPROCESSINGS = ("vit_jax", "big_vision", "big_vision_precise", "pil")
 TF_PREPROCESSINGS = ("vit_jax", "big_vision", "big_vision_precise")
 # Every suffix vitkit treats as an image file (folders of images, ``predict`` inputs); TensorFlow's decoders read
@@ -48,9 +50,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 def check_preprocess(name: str, in_chans: int = 3) -> str:
     """``name`` if it is a known preprocessing usable with ``in_chans``; otherwise a ValueError naming the choices."""
     if name not in PREPROCESSINGS:
-        raise ValueError(f"unknown preprocessing {name!r}; choose one of {', '.join(PREPROCESSINGS)}")
+        raise UserError(f"unknown preprocessing {name!r}; choose one of {', '.join(PREPROCESSINGS)}")
     if name in TF_PREPROCESSINGS and in_chans != 3:
-        raise ValueError(f"preprocessing {name!r} is the official 3-channel pipeline; this model takes {in_chans} "
+        raise UserError(f"preprocessing {name!r} is the official 3-channel pipeline; this model takes {in_chans} "
                          "channel(s): use 'pil'")
     return name
 

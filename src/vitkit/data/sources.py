@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from .pickles import RestrictedUnpickler, safe_load_pickle
 from .preprocess import IMAGE_SUFFIXES
 from .spec import DatasetInfo, ParsedSpec, canonical_split, parse_spec, split_candidates
@@ -135,7 +136,7 @@ def _digits_source(split: str) -> ArraySource:
     images, labels = _digits_arrays()
     train_idx, test_idx = _digits_split(labels)
     if split == "val":
-        raise ValueError("digits has splits 'train' and 'test' (no 'val')")
+        raise UserError("digits has splits 'train' and 'test' (no 'val')")
     idx = train_idx if split == "train" else test_idx
     return ArraySource("digits", images[idx], labels[idx], [str(i) for i in range(10)], 10, split)
 
@@ -168,12 +169,12 @@ def _folder_source(root: str, split: str) -> FolderSource:
         split_dir = root
         train_classes = _class_dirs(root)
     if not train_classes:
-        raise ValueError(f"folder data set {root!r}: no class sub-folders found (expected ImageFolder layout "
+        raise UserError(f"folder data set {root!r}: no class sub-folders found (expected ImageFolder layout "
                          f"ROOT/[train/]CLASS/IMAGE)")
     classes = _class_dirs(split_dir)
     extra = sorted(set(classes) - set(train_classes))
     if extra:
-        raise ValueError(f"folder data set {root!r}: split {split!r} has classes that are not in train: {extra}")
+        raise UserError(f"folder data set {root!r}: split {split!r} has classes that are not in train: {extra}")
     index = {c: i for i, c in enumerate(train_classes)}
     files: list[str] = []
     labels: list[int] = []
@@ -205,17 +206,17 @@ def _read_idx(path: str, magic: int, ndim: int) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f"mnist: cannot read {path!r}: {e}") from e
+        raise UserError(f"mnist: cannot read {path!r}: {e}") from e
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"mnist: {path!r} is too short for an idx header ({len(data)} bytes)")
+        raise UserError(f"mnist: {path!r} is too short for an idx header ({len(data)} bytes)")
     got = struct.unpack(">I", data[:4])[0]
     if got != magic:
-        raise ValueError(f"mnist: {path!r} has magic {got}, expected {magic}")
+        raise UserError(f"mnist: {path!r} has magic {got}, expected {magic}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     n = int(np.prod(dims))
     if len(data) - header != n:
-        raise ValueError(f"mnist: {path!r} declares shape {dims} ({n} bytes) but holds {len(data) - header} bytes")
+        raise UserError(f"mnist: {path!r} declares shape {dims} ({n} bytes) but holds {len(data) - header} bytes")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -240,7 +241,7 @@ def _mnist_arrays(root: str, split: str, signature: tuple = ()) -> tuple[np.ndar
     images = _read_idx(img_path, 2051, 3)
     labels = _read_idx(lbl_path, 2049, 1).astype(np.int64)
     if len(images) != len(labels):
-        raise ValueError(f"mnist: {img_path!r} has {len(images)} images but {lbl_path!r} has {len(labels)} labels")
+        raise UserError(f"mnist: {img_path!r} has {len(images)} images but {lbl_path!r} has {len(labels)} labels")
     return images, labels
 
 
@@ -268,7 +269,7 @@ def _cifar_members(root: str) -> dict[str, bytes]:
                         if f is not None:
                             out[base] = f.read()
         except (tarfile.TarError, OSError, EOFError) as e:
-            raise ValueError(f"cifar: cannot read archive {root!r}: {e}") from e
+            raise UserError(f"cifar: cannot read archive {root!r}: {e}") from e
     elif os.path.isdir(root):
         for sub in ("", "cifar-10-batches-py", "cifar-100-python"):
             d = os.path.join(root, sub)
@@ -285,7 +286,7 @@ def _get(d: dict, key: str, where: str) -> Any:
     for k in (key.encode(), key):
         if k in d:
             return d[k]
-    raise ValueError(f"{where}: missing key {key!r} (has {sorted(map(str, d))})")
+    raise UserError(f"{where}: missing key {key!r} (has {sorted(map(str, d))})")
 
 
 @functools.lru_cache(maxsize=4)
@@ -310,11 +311,11 @@ def _cifar_arrays(root: str, split: str, coarse: bool,
         where = f"cifar batch {os.path.join(root, n)!r}"
         d = safe_load_pickle(members[n], where)
         if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
+            raise UserError(f"{where}: expected a dict, got {type(d).__name__}")
         data = np.asarray(_get(d, "data", where))
         lab = np.asarray(_get(d, label_key, where), dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(lab):
-            raise ValueError(f"{where}: data must be uint8 (N, 3072) with N labels, got {data.dtype} {data.shape} "
+            raise UserError(f"{where}: data must be uint8 (N, 3072) with N labels, got {data.dtype} {data.shape} "
                              f"and {len(lab)} labels")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(lab)
@@ -355,4 +356,4 @@ def open_map_source(spec: str, split: str = "train") -> MapSource:
         return _mnist_source(p.path, split)
     if p.kind == "cifar":
         return _cifar_source(p.path, split, p.options)
-    raise ValueError(f"{spec!r} is a stream, not a map-style source")
+    raise UserError(f"{spec!r} is a stream, not a map-style source")

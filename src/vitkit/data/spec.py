@@ -28,6 +28,8 @@ import os
 import urllib.parse
 from dataclasses import dataclass, field
 
+from ..errors import UserError, did_you_mean
+
 KINDS = ("digits", "folder", "mnist", "cifar", "wds")
 # The split names, decided here only: "validation" is another name for "val". Sources without a val split
 # fall back to test (and the other way round): split_candidates() gives the order to look in.
@@ -59,18 +61,19 @@ class ParsedSpec:
 def parse_spec(spec: str) -> ParsedSpec:
     """Split ``KIND:PATH?k=v`` into its parts; unknown kinds are a ValueError listing the valid ones."""
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"data spec must be a non-empty string like 'digits' or 'folder:PATH', got {spec!r}")
+        raise UserError(f"data spec must be a non-empty string like 'digits' or 'folder:PATH', got {spec!r}")
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise ValueError(f"unknown data source {kind!r} in spec {spec!r}; valid: {', '.join(KINDS)}")
+        raise UserError(f"unknown data source {kind!r} in spec {spec!r}{did_you_mean(kind, KINDS)}; valid: "
+                        f"{', '.join(KINDS)}")
     options: dict[str, str] = {}
     if "?" in rest:
         rest, _, query = rest.rpartition("?")
         for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=False):
             options[key] = value
     if kind != "digits" and not rest:
-        raise ValueError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
+        raise UserError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
     return ParsedSpec(kind, os.path.expanduser(rest), options)
 
 
@@ -78,7 +81,7 @@ def parse_spec(spec: str) -> ParsedSpec:
 def canonical_split(split: str) -> str:
     """``split`` in its canonical spelling (``validation`` -> ``val``); ValueError for an unknown name."""
     if split not in SPLIT_NAMES:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)} ({', '.join(SPLIT_ALIASES)} = "
+        raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLITS)} ({', '.join(SPLIT_ALIASES)} = "
                          f"{', '.join(SPLIT_ALIASES.values())})")
     return SPLIT_ALIASES.get(split, split)
 

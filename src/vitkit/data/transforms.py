@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError
 from .preprocess import (
     TF_PREPROCESSINGS,
     DecodeError,
@@ -258,7 +259,7 @@ def _apply_op(name: str, im: Image.Image, level: float, rng: random.Random) -> I
         return _affine(im, (1, 0, 0, 0, 1, _signed(f * 100.0 * h / 224.0, rng)))
     if name == "Cutout":  # 40 px half-size at 224 in the reference
         return _cutout(im, max(1, int(f * 40.0 * min(w, h) / 224.0)), rng)
-    raise ValueError(f"unknown RandAugment op {name!r}")
+    raise UserError(f"unknown RandAugment op {name!r}")
 
 
 RANDAUGMENT_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
@@ -297,17 +298,17 @@ class Preprocess:
                  flip: bool = True, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = 0.875,
                  preprocess: str = "pil"):
         if in_chans not in (1, 3):
-            raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+            raise UserError(f"in_chans must be 1 or 3, got {in_chans}")
         if eval_resize not in EVAL_RESIZE:
-            raise ValueError(f"eval_resize must be one of {', '.join(EVAL_RESIZE)}, got {eval_resize!r}")
+            raise UserError(f"eval_resize must be one of {', '.join(EVAL_RESIZE)}, got {eval_resize!r}")
         # the evaluation preprocessing (vitkit.data.preprocess); training augmentation is always Pillow's
         self.preprocess = check_preprocess(preprocess, 3 if train else in_chans)
         self.tf_eval = not train and preprocess in TF_PREPROCESSINGS
         if self.tf_eval and eval_resize != "resize":
-            raise ValueError(f"preprocessing {preprocess!r} resizes the whole image as the official code does; "
+            raise UserError(f"preprocessing {preprocess!r} resizes the whole image as the official code does; "
                              f"eval_resize={eval_resize!r} (a centre crop) needs preprocessing 'pil'")
         if not (0 < crop_area[0] <= crop_area[1] <= 1):
-            raise ValueError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
+            raise UserError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
         self.train = train
         self.size = image_size  # (h, w)
         self.mode = "RGB" if in_chans == 3 else "L"

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from .preprocess import IMAGE_SUFFIXES
 from .spec import DatasetInfo, ParsedSpec, canonical_split, split_candidates
 from .wds_meta import read_wds_metadata
@@ -59,22 +60,22 @@ class WdsSource:
         for item in iter_shard(self.shards[0], 0):
             if item[0] == "corrupt_shard":
                 if strict:
-                    raise ValueError(f"wds: shard {self.shards[0]!r} cannot be read: {item[3]}")
+                    raise UserError(f"wds: shard {self.shards[0]!r} cannot be read: {item[3]}")
                 return
             _, _, key, files = item
             label = parse_label(files.get("cls"))
             if label is None:
                 if strict:
-                    raise ValueError(f"wds: sample {key!r} in {self.shards[0]!r} has no readable .cls label")
+                    raise UserError(f"wds: sample {key!r} in {self.shards[0]!r} has no readable .cls label")
                 continue
             if not 0 <= label < num_classes:
-                raise ValueError(f"wds: sample {key!r} in {self.shards[0]!r} has label {label}, outside "
+                raise UserError(f"wds: sample {key!r} in {self.shards[0]!r} has label {label}, outside "
                                  f"[0, {num_classes})")
             n += 1
             if n >= max_samples:
                 break
         if n == 0 and strict:
-            raise ValueError(f"wds: the first shard {self.shards[0]!r} holds no labelled samples")
+            raise UserError(f"wds: the first shard {self.shards[0]!r} holds no labelled samples")
 
 
 def _int_option(options: dict[str, str], key: str, spec: str) -> int | None:
@@ -83,9 +84,9 @@ def _int_option(options: dict[str, str], key: str, spec: str) -> int | None:
     try:
         v = int(options[key])
     except ValueError:
-        raise ValueError(f"wds spec {spec!r}: {key}={options[key]!r} is not an integer") from None
+        raise UserError(f"wds spec {spec!r}: {key}={options[key]!r} is not an integer") from None
     if v <= 0:
-        raise ValueError(f"wds spec {spec!r}: {key} must be positive, got {v}")
+        raise UserError(f"wds spec {spec!r}: {key} must be positive, got {v}")
     return v
 
 
@@ -125,7 +126,7 @@ def resolve_wds(p: ParsedSpec, split: str) -> WdsSource:
         meta_dir = p.path if os.path.isdir(p.path) else os.path.dirname(shards[0])
         meta = read_wds_metadata(meta_dir)
     if not shards:
-        raise ValueError(f"wds: pattern {p.path!r} names no shards")
+        raise UserError(f"wds: pattern {p.path!r} names no shards")
     names = meta.get("class_names")
     if "classes" in p.options:
         names = [c.strip() for c in p.options["classes"].split(",") if c.strip()]
@@ -135,11 +136,11 @@ def resolve_wds(p: ParsedSpec, split: str) -> WdsSource:
     if k is None and names:
         k = len(names)
     if k is None:
-        raise ValueError(f"wds: cannot tell the number of classes of {p.path!r}: add '?num_classes=K' to the spec "
+        raise UserError(f"wds: cannot tell the number of classes of {p.path!r}: add '?num_classes=K' to the spec "
                          f"or put classes.txt (one name per line) or meta.json ({{\"num_classes\": K}}) beside the "
                          f"shards")
     if names is not None and len(names) != k:
-        raise ValueError(f"wds: {p.path!r} declares {k} classes but lists {len(names)} class names")
+        raise UserError(f"wds: {p.path!r} declares {k} classes but lists {len(names)} class names")
     n = None
     if ":" in p.options.get("num_examples", ""):  # per split: num_examples=train:50000,test:10000
         per_split: dict[str, str] = {}
@@ -340,7 +341,7 @@ def write_wds_shards(samples: Iterable[tuple[Any, int]], pattern: str, *, sample
     image or a uint8 array. Tar headers get mtime 0 so shards are reproducible. Meant for tests and small tools.
     """
     if samples_per_shard <= 0:
-        raise ValueError("samples_per_shard must be positive")
+        raise UserError("samples_per_shard must be positive")
     paths: list[str] = []
     tf: tarfile.TarFile | None = None
     ext = image_format.lower()

@@ -18,6 +18,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..errors import UserError
 from .spec import split_candidates
 from .wds_meta import read_wds_metadata
 
@@ -34,11 +35,11 @@ def _fs(url: str) -> tuple[Any, str]:
     try:
         import fsspec
     except ImportError:
-        raise ValueError(f"wds: {url!r}: {_REMOTE_HINT}") from None
+        raise UserError(f"wds: {url!r}: {_REMOTE_HINT}") from None
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as e:  # fsspec says which package a protocol needs
-        raise ValueError(f"wds: cannot open {url!r}: {str(e).splitlines()[0]} ({_REMOTE_HINT})") from None
+        raise UserError(f"wds: cannot open {url!r}: {str(e).splitlines()[0]} ({_REMOTE_HINT})") from None
 
 
 def expand_remote_shards(pattern: str, split: str) -> tuple[list[str], str | None]:
@@ -90,7 +91,7 @@ def read_remote_metadata(base: str) -> dict[str, Any]:
         try:
             return read_wds_metadata(tmp)
         except ValueError as e:
-            raise ValueError(str(e).replace(tmp, base)) from None
+            raise UserError(str(e).replace(tmp, base)) from None
 
 
 class _Exact:

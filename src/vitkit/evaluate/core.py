@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from ..perf import autocast, inference_model
 from .metrics import compute_loss, topk_hits
 
@@ -76,11 +77,11 @@ def match_classes(
         if unknown:
             shown = ", ".join(unknown[:20]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 20 else "")
             theirs = ", ".join(model_names[:20]) + (" ..." if len(model_names) > 20 else "")
-            raise ValueError(f"the data's classes {shown} are not classes of the model (it has: {theirs})")
+            raise UserError(f"the data's classes {shown} are not classes of the model (it has: {theirs})")
         index = {n: i for i, n in reversed(list(enumerate(model_names)))}
         label_map = tuple(index[n] for n in data_names)
         if len(set(label_map)) != len(label_map):
-            raise ValueError("the data names a class twice: " + ", ".join(sorted(
+            raise UserError("the data names a class twice: " + ", ".join(sorted(
                 {n for n in data_names if data_names.count(n) > 1})))
         subset = tuple(sorted(label_map)) if len(label_map) < model_classes else None
         if label_map == tuple(range(model_classes)):
@@ -88,7 +89,7 @@ def match_classes(
         return ClassMatch(label_map, subset, "by name" + (f" ({len(label_map)} of {model_classes} classes)"
                                                           if subset else " (another order)"))
     if data_classes != model_classes:
-        raise ValueError(
+        raise UserError(
             f"the data has {data_classes} classes but the model's head has {model_classes} "
             f"({'the model stores no class names' if not model_names else 'the data has no class names'} "
             "to match them by); fine-tune it on this data first, or use `vitkit fewshot` for a linear evaluation"
@@ -147,7 +148,7 @@ def score(
                 if labels.dim() == 1:
                     labels = labels.long()
                     if limit is not None and labels.numel() and (labels.min() < 0 or labels.max() >= limit):
-                        raise ValueError(f"labels in the data reach {int(labels.max())} but there are {limit} classes")
+                        raise UserError(f"labels in the data reach {int(labels.max())} but there are {limit} classes")
                     if label_map is not None:
                         labels = label_map[labels]
                 with autocast(precision, dev):
@@ -201,14 +202,14 @@ def evaluate_accuracy(
     """
     num_classes = int(model.config.num_classes)
     if num_classes < 1:
-        raise ValueError("the model has no classification head (num_classes=0); use `vitkit fewshot` instead")
+        raise UserError("the model has no classification head (num_classes=0); use `vitkit fewshot` instead")
     dev = torch.device(device)
     net = inference_model(model.to(dev), precision)
     res = score(net, loader, topk=topk, flip=flip, precision=precision, device=dev, num_classes=num_classes,
                 classes=classes, total=total, progress=progress)
     n = res.pop("examples")
     if n == 0:
-        raise ValueError("the data has no examples to evaluate")
+        raise UserError("the data has no examples to evaluate")
     res["num_examples"] = n
     scored = len(classes.subset) if classes is not None and classes.subset else num_classes
     res["k_used"] = {f"top{k}": min(int(k), scored) for k in topk}
@@ -231,7 +232,7 @@ def extract_features(
         feats.append(f.numpy())
         labels.append(y.numpy())
     if not feats:
-        raise ValueError("the data has no examples")
+        raise UserError("the data has no examples")
     return np.concatenate(feats).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..errors import UserError
+
 _SPEC = re.compile(r"^(digits|folder|wds|mnist|cifar)(:|\?|$)")
 
 
@@ -17,7 +19,7 @@ def _data_api() -> tuple[Any, Any]:
     try:
         from ..data import build_loader, dataset_info
     except ImportError as e:
-        raise ValueError(f"data specs need vitkit.data.build_loader/dataset_info, which are not available ({e})") from e
+        raise UserError(f"data specs need vitkit.data.build_loader/dataset_info, which are not available ({e})") from e
     return build_loader, dataset_info
 
 
@@ -71,7 +73,7 @@ def load_for_inference(path: str, image_size: int | None = None) -> Any:
     model = load_model(path)
     if image_size is not None:
         if image_size < 1:
-            raise ValueError(f"--image-size must be positive, got {image_size}")
+            raise UserError(f"--image-size must be positive, got {image_size}")
         if tuple(model.config.image_size) != (image_size, image_size):
             model.set_image_size(image_size)
     return model.eval()
@@ -108,16 +110,17 @@ def add_common_arguments(p: Any, *, batch_size: int = 64) -> None:
 
 def check_batch_size(n: int) -> None:
     if n < 1:
-        raise ValueError(f"--batch-size must be positive, got {n}")
+        raise UserError(f"--batch-size must be positive, got {n}")
 
 
 def gather_images(
     cfg: Any, inputs: list[str], num_images: int, *, split: str = "test", batch_size: int = 8,
-    preprocess: str | None = None,
+    preprocess: str | None = None, with_labels: bool = False,
 ) -> Any:
     """Up to ``num_images`` normalised images (N, C, H, W) at ``cfg``'s resolution from image files,
     folders or data specs (in order), under ``preprocess`` (None: the default for ``cfg``); unreadable files are
-    reported by name and skipped."""
+    reported by name and skipped. ``with_labels``: (images, true class per image: the data's class name, or its
+    label number when the data names none; None for image files)."""
     import sys
     from pathlib import Path
 
@@ -127,15 +130,19 @@ def gather_images(
 
     size = tuple(int(s) for s in cfg.image_size)
     chunks: list[torch.Tensor] = []
+    labels: list[str | None] = []
     have = 0
     for item in inputs:
         if have >= num_images:
             break
         if not Path(item).exists() and is_data_spec(item):
-            loader, _, _ = open_loader(item, cfg, split=split, batch_size=batch_size, limit=num_images - have,
+            loader, info, _ = open_loader(item, cfg, split=split, batch_size=batch_size, limit=num_images - have,
                                        preprocess=preprocess)
-            for x, _ in loader:
+            names = getattr(info, "class_names", None)
+            for x, y in loader:
                 chunks.append(x[: num_images - have])
+                labels += [str(names[int(v)]) if names and int(v) < len(names) else str(int(v))
+                           for v in y[: len(chunks[-1])]]
                 have += len(chunks[-1])
                 if have >= num_images:
                     break
@@ -147,10 +154,12 @@ def gather_images(
                               preprocess=preprocess)
         if len(x):
             chunks.append(x)
+            labels += [None] * len(x)
             have += len(x)
     if not have:
-        raise ValueError("no image could be read from " + " ".join(inputs))
-    return torch.cat(chunks)[:num_images]
+        raise UserError("no image could be read from " + " ".join(inputs))
+    images = torch.cat(chunks)[:num_images]
+    return (images, labels[:num_images]) if with_labels else images
 
 
 def report_skipped(stats: dict[str, Any], where: str) -> None:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
+
 BIAS_CONSTANT = 100.0
 L2_REG = 2.0**10
 DEFAULT_SHOTS = (1, 5, 10, 25)
@@ -41,17 +43,17 @@ def _as_numpy(a: Any, name: str, ndim: int) -> np.ndarray:
         a = a.detach().float().cpu().numpy()
     arr = np.asarray(a)
     if arr.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+        raise UserError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
     return arr
 
 
 def _check_labels(labels: np.ndarray, name: str, num_classes: int) -> np.ndarray:
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ValueError(f"{name} must be integer class indices, got dtype {labels.dtype}")
+            raise UserError(f"{name} must be integer class indices, got dtype {labels.dtype}")
         labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
+        raise UserError(
             f"{name} must lie in [0, {num_classes}); found values in [{labels.min()}, {labels.max()}]"
         )
     return labels.astype(np.int64)
@@ -122,22 +124,22 @@ def fewshot_per_seed(
     ytr = _as_numpy(train_labels, "train_labels", 1)
     yte = _as_numpy(test_labels, "test_labels", 1)
     if len(xtr) != len(ytr):
-        raise ValueError(f"train_features has {len(xtr)} rows but train_labels has {len(ytr)}")
+        raise UserError(f"train_features has {len(xtr)} rows but train_labels has {len(ytr)}")
     if len(xte) != len(yte):
-        raise ValueError(f"test_features has {len(xte)} rows but test_labels has {len(yte)}")
+        raise UserError(f"test_features has {len(xte)} rows but test_labels has {len(yte)}")
     if xtr.shape[1] != xte.shape[1]:
-        raise ValueError(f"train features have {xtr.shape[1]} dimensions but test features {xte.shape[1]}")
+        raise UserError(f"train features have {xtr.shape[1]} dimensions but test features {xte.shape[1]}")
     if len(xtr) == 0 or len(xte) == 0:
-        raise ValueError("few-shot evaluation needs at least one training and one test example")
+        raise UserError("few-shot evaluation needs at least one training and one test example")
     if not np.all(np.isfinite(xtr)) or not np.all(np.isfinite(xte)):
-        raise ValueError("features contain NaN or infinity")
+        raise UserError("features contain NaN or infinity")
     if num_classes is None:
         num_classes = int(max(ytr.max(initial=0), yte.max(initial=0))) + 1
     ytr = _check_labels(ytr, "train_labels", num_classes)
     yte = _check_labels(yte, "test_labels", num_classes)
     shots = [int(k) for k in shots]
     if any(k < 1 for k in shots):
-        raise ValueError(f"shots must be positive, got {shots}")
+        raise UserError(f"shots must be positive, got {shots}")
     out: dict[int, list[float]] = {k: [] for k in shots}
     for seed in seeds:
         for k in shots:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import IMAGE_SUFFIXES, check_preprocess, default_preprocess
+from ..errors import UserError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageList", "find_images", "load_image", "load_images"]
 
@@ -42,7 +43,7 @@ def find_images(inputs: Iterable[str | Path]) -> ImageList:
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                raise ValueError(f"{p}: the folder contains no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise UserError(f"{p}: the folder contains no image files ({', '.join(IMAGE_SUFFIXES)})")
             found.paths.extend(files)
         elif p.is_file():
             found.paths.append(p)
@@ -59,11 +60,11 @@ def _decode(path: Path, h: int, w: int, in_chans: int, preprocess: str) -> np.nd
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ValueError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
     try:
         return pre(raw, None, {})
     except BadImage as e:
-        raise ValueError(f"{path}: cannot read the image ({e})") from None
+        raise UserError(f"{path}: cannot read the image ({e})") from None
 
 
 def resolve_preprocess(preprocess: str | None, mean: Sequence[float], std: Sequence[float], in_chans: int) -> str:
@@ -82,11 +83,11 @@ def load_image(
     """
     h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
     if in_chans not in (1, 3):
-        raise ValueError(f"image files can be fed to 1- or 3-channel models only; this model takes {in_chans}")
+        raise UserError(f"image files can be fed to 1- or 3-channel models only; this model takes {in_chans}")
     name = resolve_preprocess(preprocess, mean, std, in_chans)
     arr = _decode(Path(path), h, w, in_chans, name)
     if arr.shape[2] != in_chans:
-        raise ValueError(f"{path}: decoded {arr.shape[2]} channels but the model takes {in_chans}")
+        raise UserError(f"{path}: decoded {arr.shape[2]} channels but the model takes {in_chans}")
     # Same float32 arithmetic as the data loader's collate: (x / 255 - mean) / std.
     x = arr.astype(np.float32) / np.float32(255.0)
     m = np.asarray(mean[:in_chans], dtype=np.float32)

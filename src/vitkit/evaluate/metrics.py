@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 LOSSES = ("softmax", "sigmoid")
 
 
@@ -21,7 +23,7 @@ def compute_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str, label_s
             return F.cross_entropy(logits, targets.long(), label_smoothing=label_smoothing)
         return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
     if kind != "sigmoid":
-        raise ValueError(f"loss={kind!r}; expected one of {', '.join(LOSSES)}")
+        raise UserError(f"loss={kind!r}; expected one of {', '.join(LOSSES)}")
     if targets.dtype in (torch.int64, torch.int32):
         targets = F.one_hot(targets.long(), k).float()
         if label_smoothing:

@@ -36,6 +36,9 @@ class ExportResult:
     # False when PyTorch's logits are the same for every input (e.g. an untrained zero head): then the
     # comparison only checked the head bias, and a faithful graph is not demonstrated.
     input_dependent: bool = True
+    # Why exporter="auto" used TorchScript instead of the dynamo exporter (onnxscript missing, or the dynamo
+    # exporter's error); None when dynamo ran or TorchScript was asked for.
+    fallback_reason: str | None = None
 
 
 def _needs(module: str) -> None:
@@ -148,4 +151,6 @@ def export_onnx(
         raise ValueError(
             f"{out}: onnxruntime's logits differ from PyTorch's by {diff:.3g} (max abs), more than {tolerance:g}"
         )
-    return ExportResult(path=out, image_size=(h, w), exporter=used, max_abs_diff=diff, input_dependent=varies)
+    fallback = errors[0].splitlines()[0] if exporter == "auto" and used == "torchscript" and errors else None
+    return ExportResult(path=out, image_size=(h, w), exporter=used, max_abs_diff=diff, input_dependent=varies,
+                        fallback_reason=fallback)

@@ -15,6 +15,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UserError
+
 CLASSIFIERS = ("token", "gap", "unpooled", "token_unpooled")
 # The classifiers that pool to one vector per image (the *_unpooled ones give a logit per token): what an image
 # classification loss can train.
@@ -100,14 +102,14 @@ class ResNetConfig:
         object.__setattr__(self, "num_layers", tuple(int(n) for n in self.num_layers))
         wf = self.width_factor
         if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not math.isfinite(wf) or wf <= 0:
-            raise ValueError(f"resnet.width_factor must be a positive number, got {wf!r}")
+            raise UserError(f"resnet.width_factor must be a positive number, got {wf!r}")
         object.__setattr__(self, "width_factor", int(wf) if float(wf).is_integer() else float(wf))
         if self.width < 32 or self.width % 32:
             # every ResNet GroupNorm has 32 groups (Flax's default), which must divide the channels
-            raise ValueError(f"resnet.width_factor {wf} gives int(64 * {wf}) = {self.width} root channels; the "
+            raise UserError(f"resnet.width_factor {wf} gives int(64 * {wf}) = {self.width} root channels; the "
                              "32-group GroupNorms need a positive multiple of 32 (width_factor 0.5, 1, 1.5, ...)")
         if any(n < 1 for n in self.num_layers):
-            raise ValueError(f"resnet.num_layers must be positive, got {self.num_layers}")
+            raise UserError(f"resnet.num_layers must be positive, got {self.num_layers}")
 
     @property
     def width(self) -> int:
@@ -243,7 +245,7 @@ class ViTConfig:
             raise ConfigFieldError("mean", f"mean={self.mean} and std={self.std} need in_chans={self.in_chans} "
                                            "entries each")
         if not self.transformer and self.resnet is None:
-            raise ValueError("transformer=False (a plain ResNet) needs a resnet config")
+            raise UserError("transformer=False (a plain ResNet) needs a resnet config")
         if self.class_names is not None and self.num_classes and len(self.class_names) != self.num_classes:
             raise ConfigFieldError(
                 "class_names",
@@ -318,11 +320,11 @@ class ViTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
         if not isinstance(d, dict):
-            raise ValueError(f"model config: expected a mapping of fields, got {type(d).__name__}")
+            raise UserError(f"model config: expected a mapping of fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"model config has unknown fields {sorted(map(str, unknown))}")
+            raise UserError(f"model config has unknown fields {sorted(map(str, unknown))}")
         d = dict(d)
         if d.get("resnet") is not None:
             d["resnet"] = _resnet_from_dict(d["resnet"])

@@ -74,7 +74,10 @@ def canonical_name(name: str) -> str:
     lowered = {k.lower(): k for k in _REGISTRY}
     if candidate.lower() in lowered:
         return lowered[candidate.lower()]
-    raise KeyError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
+    from ..errors import unknown_name
+
+    raise unknown_name("model name", name, list_models(),
+                       f"`vitkit models` lists the {len(list_models())} names (with parameters and GFLOPs)")
 
 
 def list_models() -> list[str]:

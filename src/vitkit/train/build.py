@@ -5,8 +5,8 @@ Everything here is decided before the first step and checked before anything hea
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from .dist import DistInfo
 
 def _log(dist: DistInfo, msg: str) -> None:
     if dist.is_main:
-        print(msg, file=sys.stderr, flush=True)
+        logging.getLogger("vitkit").warning(msg)  # notes the user should see even with --quiet
 
 
 # -- process ---------------------------------------------------------------------------

@@ -32,12 +32,14 @@ import yaml
 from ..data.preprocess import PREPROCESSINGS
 from ..data.spec import SPLIT_NAMES
 from ..data.transforms import EVAL_RESIZE
+from ..errors import UserError
 from ..models.config import GELU_VARIANTS, POOLED_CLASSIFIERS, POSEMB_RESAMPLE, ViTConfig
 from ..perf import PRECISIONS
 from .options import from_dict_typed, set_option, to_dict
 from .options import list_options as _list_options
 
 __all__ = ["ARCHITECTURE", "DataConfig", "DistConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+           "apply_layers",
            "apply_overrides", "copy_config", "from_dict", "list_options", "load_yaml", "save_yaml", "set_option",
            "to_dict", "validate"]
 
@@ -193,24 +195,39 @@ class TrainConfig:
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``key=value`` strings to a copy of ``cfg``."""
+    return apply_layers(cfg, [overrides])
+
+
+def apply_layers(cfg: TrainConfig, layers: list[list[str | tuple[str, Any]]]) -> TrainConfig:
+    """Apply layers of options to a copy of ``cfg``, each layer over the ones before (``vitkit train``: config
+    files, then flags, then ``key=value``). An item is a ``"key=value"`` string or a ``(key, value)`` pair (a YAML
+    value). The run-length rule holds per layer: a layer that sets one of ``schedule.steps``/``schedule.epochs``
+    resets the other; one that sets both must leave one at 0 (a run's own config.yaml does). With
+    ``model.init``, architecture fields that no layer set are dropped (the checkpoint decides)."""
     cfg = copy_config(cfg)
-    given: list[str] = []
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.01)")
-        key, value = item.split("=", 1)
-        set_option(cfg, key.strip(), value)
-        given.append(key.strip())
-    length = [k for k in ("schedule.steps", "schedule.epochs") if k in given]
-    if len(length) == 2:
-        raise ValueError("schedule.steps and schedule.epochs both set: give one of them (the run length)")
-    if length == ["schedule.steps"]:
-        cfg.schedule.epochs = 0.0
-    elif length == ["schedule.epochs"]:
-        cfg.schedule.steps = 0
+    given_all: set[str] = set()
+    for layer in layers:
+        given: list[str] = []
+        for item in layer:
+            if isinstance(item, tuple):
+                key, value = item
+            elif "=" not in item:
+                raise UserError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.01)")
+            else:
+                key, value = item.split("=", 1)
+            set_option(cfg, key.strip(), value)
+            given.append(key.strip())
+        length = [k for k in ("schedule.steps", "schedule.epochs") if k in given]
+        if len(length) == 2 and cfg.schedule.steps and cfg.schedule.epochs:
+            raise UserError("schedule.steps and schedule.epochs both set: give one of them (the run length)")
+        if length == ["schedule.steps"]:
+            cfg.schedule.epochs = 0.0
+        elif length == ["schedule.epochs"]:
+            cfg.schedule.steps = 0
+        given_all.update(given)
     if cfg.model.init:
         for k in ARCHITECTURE:  # the checkpoint decides; only explicit values are checked against it
-            if f"model.{k}" not in given:
+            if f"model.{k}" not in given_all:
                 setattr(cfg.model, k, None)
     validate(cfg)
     return cfg
@@ -235,7 +252,7 @@ def save_yaml(cfg: TrainConfig, path: Path) -> None:
 def load_yaml(path: Path) -> TrainConfig:
     d = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a mapping of options")
+        raise UserError(f"{path}: expected a mapping of options")
     cfg = from_dict(d)
     validate(cfg)
     return cfg
@@ -267,17 +284,17 @@ def validate(cfg: TrainConfig) -> None:
     ]
     for ok, msg in checks:
         if not ok:
-            raise ValueError(msg)
+            raise UserError(msg)
     lo, hi = cfg.data.crop_area
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"data.crop_area={cfg.data.crop_area} must satisfy 0 < min <= max <= 1")
+        raise UserError(f"data.crop_area={cfg.data.crop_area} must satisfy 0 < min <= max <= 1")
     if cfg.data.progressive_resize is not None:
         size, frac = cfg.data.progressive_resize
         h, w = image_hw(cfg.data)
         if h != w:
-            raise ValueError(f"data.progressive_resize needs a square data.image_size, got {cfg.data.image_size}")
+            raise UserError(f"data.progressive_resize needs a square data.image_size, got {cfg.data.image_size}")
         if not (1 <= size < h and 0 < frac < 1):
-            raise ValueError(f"data.progressive_resize={cfg.data.progressive_resize} must be (size, fraction) with "
+            raise UserError(f"data.progressive_resize={cfg.data.progressive_resize} must be (size, fraction) with "
                              f"1 <= size < data.image_size={h} and 0 < fraction < 1")
 
 

@@ -18,8 +18,8 @@ Reproducibility: the data order and augmentation are functions of (seed, epoch, 
 from __future__ import annotations
 
 import json
+import logging
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +47,13 @@ from .dist import DistInfo, all_reduce_, barrier, init_distributed, resolve_devi
 from .guard import StopRequests, TrainingDiverged, read_flags, step_flags
 from .health import LossWatch, last_good_checkpoint
 from .inputs import StepInputs
-from .metrics import RunLog, run_summary
+from .metrics import RunLog, last_eval, run_summary
 from .optim import EMA, build_optimizer, lr_multiplier
 from .state import RunState
 
 __all__ = ["Trainer", "TrainingDiverged", "build_train_model", "compute_loss", "train"]
+
+logger = logging.getLogger("vitkit")
 
 
 @dataclass
@@ -65,6 +67,7 @@ class _Progress:
     window_loss: float = 0.0
     window_n: int = 0
     window_img: int = 0
+    start_step: int = 0  # the step this process started at
     images_seen: int = 0
     last_loss: float = float("nan")
     pending: tuple[int, torch.Tensor] | None = None  # (step, flags) not yet read (CUDA)
@@ -91,9 +94,9 @@ class Trainer:
         self.last_good_ckpt: Path | None = None
         self.data = data_api  # the data package (build_loader, dataset_info, Mixup)
 
-    def _log(self, msg: str) -> None:
+    def _log(self, msg: str, level: int = logging.INFO) -> None:
         if self.dist.is_main:
-            print(msg, file=sys.stderr, flush=True)
+            logger.log(level, msg)
 
     # .. set-up ...............................................................
     def setup(self) -> None:
@@ -142,6 +145,8 @@ class Trainer:
         self.state = RunState(cfg, d, model=model, opt=self.opt, ema=self.ema, scaler=self.scaler,
                               train_loader=self.train_loader, fsdp=self.fsdp)
         self.step, self.epoch, self.train_time = 0, 0, 0.0
+        self.time_before = 0.0  # wall time of the processes that ran this run before (resumes)
+        self.t_start = time.perf_counter()
         self.budget = cfg.schedule.time_budget_s
         # Read each step's loss/stop flags one step late on GPUs (see run()); tests set it on CPU.
         self.lagged_flags = self.device.type == "cuda"
@@ -149,6 +154,7 @@ class Trainer:
             meta = self.state.load(self.ckpt_path, resumed)
             self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
             self.train_time = float(meta.get("train_time_s", 0.0))
+            self.time_before = float(meta.get("time_s", 0.0))  # wall time of the processes before this one
             self.loss_watch.load_state_dict(meta.get("loss_watch", {}))
             self.last_good_ckpt = last_good_checkpoint(self.out)
             self._log(f"vitkit train: resumed from {self.ckpt_path} (step {self.step})")
@@ -156,7 +162,7 @@ class Trainer:
     # .. checkpoints and evaluation ...................................................
     def save(self) -> Path:
         self.last_ckpt, good = self.state.save(self.step, self.inputs.epoch, self.total_steps, self.train_time,
-                                               self.loss_watch)
+                                               self.loss_watch, time_s=self.time_s())
         if good:
             self.last_good_ckpt = self.last_ckpt
         return self.last_ckpt
@@ -170,12 +176,17 @@ class Trainer:
                      flip=self.cfg.eval_flip, precision=self.precision, device=self.device,
                      reduce=all_reduce_ if self.eval_sharded else None, inference=False)
 
+    def time_s(self) -> float:
+        """Wall time of the run so far, across resumes (``run_time_s``: this process's part)."""
+        return self.time_before + time.perf_counter() - self.t_start
+
     def _eval_and_log(self, log: RunLog, t_start: float) -> dict[str, Any]:
         res: dict[str, Any] = dict(self.evaluate())
         if self.ema is not None:
             ema = self.evaluate(self.state.ema_model())
             res.update({f"ema_{k}": v for k, v in ema.items() if k != "examples"})
-        rec = {"step": self.step, **{f"eval/{k}": v for k, v in res.items()}, "time_s": time.perf_counter() - t_start}
+        rec = {"step": self.step, **{f"eval/{k}": v for k, v in res.items()}, "time_s": self.time_s(),
+               "run_time_s": time.perf_counter() - t_start}
         log.write(rec, None)
         top = f"top-1 {res['top1']:.4f} top-5 {res['top5']:.4f}"
         self._log(f"vitkit train: step {self.step}: eval {top} loss {res['loss']:.4f}")
@@ -237,11 +248,15 @@ class Trainer:
             now = time.perf_counter()
             ips = p.window_img / max(now - p.window_t, 1e-9)
             rec = {"step": self.step, "epoch": self.inputs.epoch, "loss": p.window_loss / max(p.window_n, 1),
-                   "lr": self.opt.param_groups[0]["lr"], "images_per_s": ips, "time_s": now - p.t_start}
+                   "lr": self.opt.param_groups[0]["lr"], "images_per_s": ips, "time_s": self.time_s(),
+                   "run_time_s": now - p.t_start}
             if self.grad_norm is not None:
                 rec["grad_norm"] = float(self.grad_norm)
             log.write(rec, "train")
             postfix = {"loss": f"{rec['loss']:.4f}", "lr": f"{rec['lr']:.2e}", "img_s": f"{ips:.0f}"}
+            if log.pbar is None:  # no progress bar (--no-progress, not a terminal): a line per log step
+                self._log(f"vitkit train: step {self.step}/{'?' if self.budget else p.end} loss {rec['loss']:.4f} "
+                          f"lr {rec['lr']:.2e} {ips:.1f} img/s ETA {self._eta(p, now)}")
             p.window_loss, p.window_n, p.window_t, p.window_img = 0.0, 0, now, 0
         log.progress(1, **postfix)
         t_side = time.perf_counter()  # evaluation and checkpoints do not count as training speed
@@ -257,6 +272,16 @@ class Trainer:
         p.window_t += time.perf_counter() - t_side
         return True
 
+    def _eta(self, p: _Progress, now: float) -> str:
+        """Time left at this process's pace (evaluations included), or of the time budget."""
+        if self.budget:
+            left = max(self.budget - self.train_time, 0.0)
+        else:
+            done = self.step - p.start_step
+            left = (now - p.t_start) / max(done, 1) * max(p.end - self.step, 0)
+        m, sec = divmod(int(round(left)), 60)
+        return f"{m // 60}:{m % 60:02d}:{sec:02d}"
+
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train to ``total_steps`` (or ``stop_at``, for tests); returns the summary."""
         self.setup()
@@ -271,7 +296,8 @@ class Trainer:
         if self.budget:
             end = stop_at if stop_at is not None else 2**62  # the clock ends the run
         now = time.perf_counter()
-        p = _Progress(end=end, t_start=now, train_time_start=self.train_time, window_t=now)
+        self.t_start = now
+        p = _Progress(end=end, t_start=now, train_time_start=self.train_time, window_t=now, start_step=self.step)
         self.inputs = StepInputs(cfg, d, self.device, self.train_loader, self.mixup, self.low_res, self.micro,
                                  self.accum, self.epoch)
         self.grad_norm = None
@@ -293,6 +319,11 @@ class Trainer:
         if p.stopped_by:
             self._log(f"vitkit train: stopped by {p.stopped_by} at step {self.step}; checkpoint {self.last_ckpt}; "
                       f"continue with: vitkit train --out {self.out} --resume")
+        elif self.step >= p.end and stop_at is None and self.step == p.start_step:
+            # --resume of a finished run: nothing ran, so nothing is saved or evaluated again (metrics.jsonl would
+            # hold its final evaluation twice); the summary repeats the logged one.
+            self._log(f"vitkit train: {self.out} finished at step {self.step} already; nothing to do")
+            p.eval_res = last_eval(self.out / "metrics.jsonl")
         elif self.step >= p.end and stop_at is None:
             self.save()
             if self.test_loader is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,21 @@ class RunLog:
         self.pbar = self.f = self.writer = None
 
 
+def last_eval(path: Path) -> dict[str, Any] | None:
+    """The last evaluation logged in ``metrics.jsonl`` (``eval/`` keys without the prefix), or None."""
+    if not path.exists():
+        return None
+    found = None
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if any(k.startswith("eval/") for k in rec):
+            found = {k[len("eval/"):]: v for k, v in rec.items() if k.startswith("eval/")}
+    return found
+
+
 def trim_metrics(path: Path, step: int) -> None:
     """Drop the records of ``path`` from beyond ``step`` (all of them for step 0)."""
     if not path.exists():
@@ -84,7 +100,8 @@ def run_summary(t: Any, p: Any, elapsed: float) -> dict[str, Any]:
     train_s = t.train_time - p.train_time_start
     summary: dict[str, Any] = {
         "steps": t.step, "total_steps": t.total_steps, "finished": t.step >= t.total_steps,
-        "stopped_by": p.stopped_by, "images_seen_this_run": p.images_seen, "time_s": elapsed,
+        "stopped_by": p.stopped_by, "images_seen_this_run": p.images_seen, "time_s": t.time_before + elapsed,
+        "run_time_s": elapsed,
         "train_time_s": train_s, "images_per_s": p.images_seen / max(train_s, 1e-9), "final_loss": p.last_loss,
         "eval": eval_res, "eval_top1": eval_res.get("top1"), "eval_top5": eval_res.get("top5"),
         "data": t.train_loader.stats.as_dict(),
@@ -98,5 +115,5 @@ def run_summary(t: Any, p: Any, elapsed: float) -> dict[str, Any]:
     for what, ld in (("training", t.train_loader), ("test", t.test_loader)):
         st = getattr(ld, "stats", None)
         if st is not None and (getattr(st, "skipped_total", 0) or getattr(st, "converted_total", 0)):
-            t._log(f"vitkit train: {what} data: {st}")
+            t._log(f"vitkit train: {what} data: {st}", logging.WARNING)
     return summary

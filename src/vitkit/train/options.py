@@ -12,6 +12,8 @@ import types
 import typing
 from typing import Any, Literal, Union
 
+from ..errors import UserError, did_you_mean
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null", "~", ""}
@@ -48,7 +50,7 @@ def _coerce(text: Any, tp: Any, key: str) -> Any:
                 return _coerce(text, a, key)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(f"{key}={text!r}: expected {_type_name(tp)}")
+        raise UserError(f"{key}={text!r}: expected {_type_name(tp)}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if text is None and None in choices:
@@ -58,7 +60,7 @@ def _coerce(text: Any, tp: Any, key: str) -> Any:
                 return None
             if c is not None and str(c) == str(text):
                 return c
-        raise ValueError(f"{key}={text!r}: expected {_type_name(tp)}")
+        raise UserError(f"{key}={text!r}: expected {_type_name(tp)}")
     if origin is tuple:
         elems = typing.get_args(tp)
         if isinstance(text, str):
@@ -66,11 +68,11 @@ def _coerce(text: Any, tp: Any, key: str) -> Any:
         elif isinstance(text, (list, tuple)):
             parts = list(text)
         else:
-            raise ValueError(f"{key}={text!r}: expected {_type_name(tp)}")
+            raise UserError(f"{key}={text!r}: expected {_type_name(tp)}")
         if len(elems) == 2 and elems[1] is Ellipsis:
             elems = (elems[0],) * len(parts)
         if len(parts) != len(elems):
-            raise ValueError(f"{key}={text!r}: expected {len(elems)} comma-separated values ({_type_name(tp)})")
+            raise UserError(f"{key}={text!r}: expected {len(elems)} comma-separated values ({_type_name(tp)})")
         return tuple(_coerce(p.strip() if isinstance(p, str) else p, t, key) for p, t in zip(parts, elems))
     if tp is bool:
         if isinstance(text, bool):
@@ -80,29 +82,29 @@ def _coerce(text: Any, tp: Any, key: str) -> Any:
             return True
         if s in _FALSE:
             return False
-        raise ValueError(f"{key}={text!r}: expected a bool (true/false)")
+        raise UserError(f"{key}={text!r}: expected a bool (true/false)")
     if tp is int:
         if isinstance(text, bool):
-            raise ValueError(f"{key}={text!r}: expected an int")
+            raise UserError(f"{key}={text!r}: expected an int")
         if isinstance(text, int):
             return text
         try:
             f = float(str(text).replace("_", ""))
         except ValueError:
-            raise ValueError(f"{key}={text!r}: expected an int") from None
+            raise UserError(f"{key}={text!r}: expected an int") from None
         if not f.is_integer():
-            raise ValueError(f"{key}={text!r}: expected an int")
+            raise UserError(f"{key}={text!r}: expected an int")
         return int(f)
     if tp is float:
         if isinstance(text, bool):
-            raise ValueError(f"{key}={text!r}: expected a float")
+            raise UserError(f"{key}={text!r}: expected a float")
         try:
             return float(str(text).replace("_", "")) if isinstance(text, str) else float(text)
         except (TypeError, ValueError):
-            raise ValueError(f"{key}={text!r}: expected a float") from None
+            raise UserError(f"{key}={text!r}: expected a float") from None
     if tp is str:
         if text is None:
-            raise ValueError(f"{key}: expected a string")
+            raise UserError(f"{key}: expected a string")
         return str(text)
     raise TypeError(f"{key}: unsupported option type {tp}")
 
@@ -122,18 +124,19 @@ def set_option(cfg: Any, key: str, value: Any) -> None:
             valid = ", ".join(
                 f"{'.'.join(parts[:i] + [n])}" for n in names
             )
-            raise ValueError(f"unknown option {key!r} (no {part!r} in {where}); valid options: {valid}")
+            raise UserError(f"unknown option {key!r}{did_you_mean(part, names)} (no {part!r} in {where}); valid "
+                            f"options: {valid}")
         tp = hints(type(node))[part]
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(tp):
                 sub = [f.name for f in dataclasses.fields(tp)]
                 opts = ", ".join(f"{key}.{n}" for n in sub)
-                raise ValueError(f"{key!r} is a section; set one of its options: {opts}")
+                raise UserError(f"{key!r} is a section; set one of its options: {opts}")
             setattr(node, part, _coerce(value, tp, key))
         else:
             node = getattr(node, part)
             if not dataclasses.is_dataclass(node):
-                raise ValueError(f"unknown option {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+                raise UserError(f"unknown option {key!r}: {'.'.join(parts[: i + 1])} is not a section")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -154,11 +157,11 @@ def from_dict_typed(cls: type, d: dict[str, Any], prefix: str) -> Any:
     for k, v in d.items():
         key = f"{prefix}{k}"
         if k not in names:
-            raise ValueError(f"unknown option {key!r}; valid options: " + ", ".join(f"{prefix}{n}" for n in names))
+            raise UserError(f"unknown option {key!r}; valid options: " + ", ".join(f"{prefix}{n}" for n in names))
         tp = types_[k]
         if dataclasses.is_dataclass(tp):
             if not isinstance(v, dict):
-                raise ValueError(f"{key} must be a mapping")
+                raise UserError(f"{key} must be a mapping")
             setattr(obj, k, from_dict_typed(tp, v, f"{key}."))
         else:
             setattr(obj, k, _coerce(v, tp, key))

@@ -8,6 +8,7 @@ Data paths in the presets are placeholders to override with ``data.train=... dat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
@@ -26,15 +27,23 @@ def preset(fn: Callable[[], TrainConfig]) -> Callable[[], TrainConfig]:
 
 def get_preset(name: str) -> TrainConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))}")
+        from ..errors import unknown_name
+
+        raise unknown_name("preset", name, PRESETS, f"available presets: {', '.join(sorted(PRESETS))}")
     cfg = PRESETS[name]()
     cfg.preset = name
     return cfg
 
 
 def describe(name: str) -> str:
-    doc = (PRESETS[name].__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    """The first sentence of the preset's docstring, whole (it may span lines), as plain text (no ``code``
+    backticks)."""
+    doc = " ".join((PRESETS[name].__doc__ or "").split("\n\n", 1)[0].split())
+    doc = re.sub(r"`+([^`]*)`+", r"\1", doc)
+    # The first ". " that ends a sentence: not after "e.g."/"i.e."/"cf."/"vs."/"Sec."/"App."/"al."/"No."/"Fig."
+    m = re.search(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bcf)(?<!\bvs)(?<!\bSec)(?<!\bApp)(?<!\bal)(?<!\bNo)(?<!\bFig)"
+                  r"\.(\s|$)", doc)
+    return doc[: m.start() + 1] if m else doc
 
 
 @preset

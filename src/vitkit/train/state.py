@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,14 @@ class RunState:
                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return self.opt.state_dict()
 
-    def state(self, step: int, epoch: int, total_steps: int, train_time: float) -> dict[str, Any]:
+    def state(self, step: int, epoch: int, total_steps: int, train_time: float, time_s: float = 0.0) -> dict[str, Any]:
         st: dict[str, Any] = {
             "model": self.model_state(),
             "optimizer": self.optim_state(),
             "rng": rng_state(),
             "data": self.train_loader.state_dict(),
             "meta": {"step": step, "epoch": int(getattr(self.train_loader, "epoch", epoch)),
-                     "total_steps": total_steps, "train_time_s": train_time,
+                     "total_steps": total_steps, "train_time_s": train_time, "time_s": time_s,
                      "world_size": self.dist.world_size, "config": json.dumps(to_dict(self.cfg)),
                      "model_config": self.model_config.to_json()},
         }
@@ -65,14 +65,16 @@ class RunState:
             st["scaler"] = self.scaler.state_dict()
         return st
 
-    def save(self, step: int, epoch: int, total_steps: int, train_time: float, watch: LossWatch) -> tuple[Path, bool]:
+    def save(self, step: int, epoch: int, total_steps: int, train_time: float, watch: LossWatch, *,
+             time_s: float = 0.0) -> tuple[Path, bool]:
         """Write a checkpoint (collective under FSDP): (the path it has on rank 0, whether it is good by the
-        good-checkpoint rule of :mod:`vitkit.train.health`)."""
-        st = self.state(step, epoch, total_steps, train_time)
+        good-checkpoint rule of :mod:`vitkit.train.health`). ``time_s``: the run's wall time so far, over every
+        process that worked on it (resumes)."""
+        st = self.state(step, epoch, total_steps, train_time, time_s)
         good, why = checkpoint_health(st, watch)
         st["meta"].update(good=good, health=why, loss_watch=watch.state_dict())
         if not good and self.dist.is_main:
-            print(f"vitkit train: note: the checkpoint of step {step} is not good: {why}", file=sys.stderr)
+            logging.getLogger("vitkit").warning(f"vitkit train: note: the checkpoint of step {step} is not good: {why}")
         path = None
         if self.dist.is_main:
             path = save_checkpoint(self.out, step, st, self.cfg.keep_last)
@@ -84,8 +86,9 @@ class RunState:
         st = load_checkpoint(path) if st is None else st
         meta = st["meta"]
         if meta.get("world_size", 1) != self.dist.world_size and self.dist.is_main:
-            print(f"vitkit train: note: {path.name} was written by {meta.get('world_size')} process(es), resuming "
-                  f"on {self.dist.world_size}; the data order will differ from an uninterrupted run", file=sys.stderr)
+            logging.getLogger("vitkit").warning(
+                f"vitkit train: note: {path.name} was written by {meta.get('world_size')} process(es), resuming "
+                f"on {self.dist.world_size}; the data order will differ from an uninterrupted run")
         if self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
