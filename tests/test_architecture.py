@@ -41,7 +41,8 @@ def _graph() -> dict[str, set[str]]:
                 names = [base] + [f"{base}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
-            graph[m].update(n for n in names if n in mods and n != m)
+            # A module's own parent packages are imported before it anyway (``from . import sibling``): no edge.
+            graph[m].update(n for n in names if n in mods and n != m and not m.startswith(n + "."))
     return graph
 
 
