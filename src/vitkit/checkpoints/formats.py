@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserError
 from . import native
 
 
@@ -49,4 +50,4 @@ def get_format(name: str) -> Format:
     for f in FORMATS:
         if f.name == name:
             return f
-    raise ValueError(f"unknown checkpoint format {name!r}; known formats: {', '.join(f.name for f in FORMATS)}")
+    raise UserError(f"unknown checkpoint format {name!r}; known formats: {', '.join(f.name for f in FORMATS)}")
