@@ -166,7 +166,7 @@ def cifar10_cpu() -> TrainConfig:
     budget, inception crop (90%-100% of the area) + flip, label smoothing 0.1, no Mixup or
     RandAugment (a 30-minute budget is ~21 epochs, too few for such regularisers to pay off).
     Why the class token and not global-average pooling: the loss then depends only on the last
-    block's class-token output, so that block runs on one token (``vitkit.perf.fast_training``,
+    block's class-token output, so that block runs on one token (the model's ``fast_paths``,
     exact), and the run gets 5-18% more steps in the same time. Progressive resizing: the first
     60% of the training time runs on batches downsampled to 24 px (6x6 tokens, position
     embeddings resampled on the fly; 1.5x the images per second), the rest at 32 px. Each
