@@ -84,7 +84,7 @@ def _wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[str]:
         try:
             _, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            _kill_node(p.pid)
             _, err = p.communicate()
         errs.append(err)
     if any(p.returncode for p in procs):
@@ -92,6 +92,32 @@ def _wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[str]:
                 if any(w in x for w in ("rank", "Error", "error", "File ", "Fatal"))]
         raise AssertionError("\n".join(keep[:60]) or errs[0][-3000:])
     return errs
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): torchrun starts its workers in sessions of their own, so the
+    agent's process group does not hold them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        out.extend(kids := children.get(todo.pop(), []))
+        todo.extend(kids)
+    return out
+
+
+def _kill_node(agent_pid: int) -> None:
+    """A node dies whole: its agent and every worker under it, at once (SIGKILL)."""
+    for pid in [*_descendants(agent_pid), agent_pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _params(path):
@@ -119,7 +145,7 @@ def test_two_nodes_over_http_match_one_process(tmp_path, shards_url):
 @pytest.mark.slow
 def test_killed_node_resumes_to_the_uninterrupted_result(tmp_path, shards_url):
     # Streamed shards (no cache): each node reads its own shards over http in the seeded order. One node's agent
-    # is killed (SIGKILL to its process group) after a checkpoint; the other then fails; both are relaunched with
+    # and its worker are killed (SIGKILL) after a checkpoint; the other then fails; both are relaunched with
     # --resume and must end bitwise where an uninterrupted two-node run ends.
     over = [*TINY, f"data.train=wds:{shards_url}/train-{{000..003}}.tar", "data.shuffle_buffer=20",
             "schedule.steps=120", "checkpoint_every=10", "keep_last=2", "deterministic=true"]
@@ -131,12 +157,12 @@ def test_killed_node_resumes_to_the_uninterrupted_result(tmp_path, shards_url):
     while not list(out.glob("checkpoints/step_*.pt")):
         assert time.time() - t0 < 180 and all(p.poll() is None for p in procs), "no checkpoint appeared"
         time.sleep(0.01)
-    os.killpg(procs[1].pid, signal.SIGKILL)
+    _kill_node(procs[1].pid)
     for p in procs:
         try:
             p.communicate(timeout=120)
         except subprocess.TimeoutExpired:  # the survivor must not hang on its dead peer
-            os.killpg(p.pid, signal.SIGKILL)
+            _kill_node(p.pid)
             raise AssertionError("the surviving node did not stop after its peer was killed") from None
     assert not (out / "model.safetensors").exists(), "the run finished before the kill; the test proved nothing"
     errs = _wait(_nodes(out, over, "--resume"))

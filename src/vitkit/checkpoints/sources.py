@@ -155,6 +155,12 @@ def _not_found(text: str) -> str:
         entry = default_for_model(name)
         hint = f"; its pre-trained weights: {entry.name}" if entry else ""
         return msg + f" ({text} is a model name: create_model({name!r}) builds it{hint})"
+    if re.fullmatch(r"[A-Za-z][\w+-]*", text):  # a bare word (no folder, no suffix) was meant as a model name
+        from ..errors import did_you_mean
+        from ..models import list_models
+
+        return msg + (f" (no such file, and unknown model {text!r}{did_you_mean(text, list_models())}; "
+                      "`vitkit models` lists the models, `vitkit models --pretrained` the weights)")
     if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) and not text.startswith((".", "/")):
         return msg + f" (a Hugging Face repository? write hf-hub:{text})"
     return msg + " (a file, folder, run folder, http(s) URL, hf-hub:ORG/NAME or catalogue name)"
