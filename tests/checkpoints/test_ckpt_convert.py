@@ -53,3 +53,13 @@ def test_convert_adapts_for_a_new_task(tmp_path, capsys):
     # Refuses to overwrite without --force.
     assert main(["convert", str(src), str(tmp_path / "ft.npz")]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out,fmt", [("new/sub/x.safetensors", []), ("new/hf_dir", ["--format", "hf"])])
+def test_convert_makes_the_output_folder(tmp_path, capsys, out, fmt):
+    if fmt:
+        pytest.importorskip("transformers")
+    src = tmp_path / "src.npz"
+    np.savez(src, **make_official_params(num_classes=4))
+    assert main(["convert", "--model", str(src), "--out", str(tmp_path / out), *fmt]) == 0, capsys.readouterr().err
+    assert vitkit.load_model(tmp_path / out).config.num_classes == 4

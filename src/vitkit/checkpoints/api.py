@@ -139,6 +139,7 @@ def save_model(
     """
     p = Path(path)
     fmt = writer_format(p, format)
+    p.parent.mkdir(parents=True, exist_ok=True)  # as `vitkit export` and `train --out`: a new folder is made
     with torch.no_grad():
         fmt.write(model, p, **options)
     from .filemode import apply_umask
