@@ -157,7 +157,7 @@ def _not_found(text: str) -> str:
         return msg + f" ({text} is a model name: create_model({name!r}) builds it{hint})"
     if re.fullmatch(r"[A-Za-z][\w+-]*", text):  # a bare word (no folder, no suffix) was meant as a model name
         from ..errors import did_you_mean
-        from ..models import list_models
+        from ..models.registry import list_models
 
         return msg + (f" (no such file, and unknown model {text!r}{did_you_mean(text, list_models())}; "
                       "`vitkit models` lists the models, `vitkit models --pretrained` the weights)")
