@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitkit.cli.main import main
+from vitkit.cli.main import build_parser, main
 from vitkit.models.config import ViTConfig
 from vitkit.models.registry import build_model
 
@@ -53,7 +53,12 @@ def test_bench_infer_compare_hf(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert res["speedup_vs_hf"] > 0 and res["matmul_peak"]["dtype"] == "float32"
     assert res["max_abs_diff_vitkit_vs_hf"] <= 1e-4
     assert res["max_abs_reference_logit"] > 1e-3  # the comparison is not between all-zero logits
-    assert len(list(tmp_path.glob("bench-infer-*.json"))) == 1
+    assert [p.name for p in tmp_path.glob("bench-*.json")] == ["bench-infer-ViT-Ti_16-fp32-b2-r32.json"]
+    # The recorded command is a command line that parses back to the same options.
+    words = res["command"].split()
+    assert words[:2] == ["vitkit", "bench"]
+    again = build_parser().parse_args(words[1:])
+    assert (again.model, again.batch_size, again.compare, again.steps) == ("ViT-Ti_16", 2, "hf", 1)
 
 
 def test_bench_train_microbatch_checkpointing(capsys: pytest.CaptureFixture[str]) -> None:

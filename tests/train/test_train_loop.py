@@ -209,6 +209,24 @@ def test_finetune_checks_explicit_architecture_against_the_checkpoint(tmp_path):
         loop.train(cfg, progress=False)
 
 
+def test_finetune_checks_an_explicit_model_name_against_the_checkpoint(tmp_path):
+    # A ViT-Ti_16-shaped file (width 192, 12 blocks, patch 16; 2 blocks to stay small) and model.name given
+    # explicitly: a name of another shape is an error naming model.name; the file's own name is accepted.
+    pre = vitkit.create_model("ViT-Ti_16", num_classes=3, image_size=32)
+    path = vitkit.save_model(pre, tmp_path / "ti.safetensors")
+    data = [x for x in TINY if not x.startswith(("model.", "data.image_size"))]
+    base = [*data, "data.image_size=32", f"model.init={path}", f"out={tmp_path / 'ft'}"]
+    with pytest.raises(ValueError, match=r"model.hidden_size=384 \(implied by model.name=ViT-S_16\) contradicts "
+                                         r"model.init=.*hidden_size=192.*drop model.hidden_size / model.name"):
+        loop.build_train_model(apply_overrides(get_preset("default"), [*base, "model.name=ViT-S_16"]), 10, None)
+    cfg = apply_overrides(get_preset("default"), [*base, "model.name=ViT-Ti_16"])
+    assert cfg.model.hidden_size == 192  # implied by the name, so checked (and recorded in config.yaml)
+    assert loop.build_train_model(cfg, 10, None).config.hidden_size == 192
+    # Without an explicit name the preset's name (ViT-Ti_16 here, any other in vit_finetune) is not a check.
+    cfg = apply_overrides(get_preset("vit_finetune"), base)
+    assert cfg.model.hidden_size is None and loop.build_train_model(cfg, 10, None).config.num_layers == 12
+
+
 def test_time_budget_ends_the_run_and_anneals(tmp_path):
     cfg = tiny(tmp_path / "r", "schedule.time_budget_s=1.5", "schedule.steps=20", "eval_every=0", "log_every=1",
                "checkpoint_every=0")

@@ -37,6 +37,8 @@ from .common import (
     non_negative_int,
     positive_int,
     resolve_device_precision,
+    size_hw,
+    size_label,
 )
 
 REFERENCE_HELP = ("time the plain model (model.set_fast_paths(False): nn.Linear's kernel, aten GELU, the "
@@ -131,11 +133,11 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         if args.mode == "data":
-            name = f"bench-data-b{args.batch_size}-r{args.image_size}-w{res['workers']}"
+            name = f"bench-data-b{args.batch_size}-r{size_label(args.image_size)}-w{res['workers']}"
         else:
-            model = re.sub(r"[^\\w.+-]", "_", args.model)
+            model = re.sub(r"[^\w.+-]", "_", args.model)
             ran = res.get("precision", args.precision)
-            name = f"bench-{args.mode}-{model}-{ran}-b{args.batch_size}-r{args.image_size}"
+            name = f"bench-{args.mode}-{model}-{ran}-b{args.batch_size}-r{size_label(args.image_size)}"
         if args.compile:
             name += "-compile"
         if args.checkpointing:
@@ -231,7 +233,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     model = _make_model(args).to(dev)
     cfg = model.config
     flops_img = count_flops(cfg)
-    x = torch.randn(args.batch_size, cfg.in_chans, args.image_size, args.image_size, device=dev)
+    x = torch.randn(args.batch_size, cfg.in_chans, *size_hw(args.image_size), device=dev)
     y = torch.randint(0, max(cfg.num_classes, 1), (args.batch_size,), device=dev)
     res: dict[str, Any] = {
         "model": cfg.name, "mode": args.mode, "batch": args.batch_size, "image_size": args.image_size,

@@ -147,10 +147,32 @@ def add_num_workers(p: argparse.ArgumentParser, *, default: int | None = None) -
 
 
 def add_image_size(p: argparse.ArgumentParser, *, default: int | None = None, extra: str = "") -> None:
-    text = "input resolution R x R in pixels" + extra
+    text = "input resolution in pixels: R (R x R) or HxW" + extra
     if default is None:
         text += "; position embeddings are resampled to it (default: the model's own)"
-    p.add_argument("--image-size", type=positive_int, default=default, metavar="R", help=text)
+    p.add_argument("--image-size", type=image_size, default=default, metavar="R|HxW", help=text)
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """argparse type of --image-size: ``R`` (a square, kept as one int) or ``HxW`` (a pair)."""
+    parts = re.split(r"[x,]", text.strip().lower())
+    if len(parts) == 1:
+        return positive_int(parts[0])
+    if len(parts) == 2:
+        h, w = (positive_int(v) for v in parts)
+        return h if h == w else (h, w)
+    raise argparse.ArgumentTypeError(f"expected R or HxW (e.g. 384 or 384x256), got {text!r}")
+
+
+def size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of an --image-size value."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def size_label(size: int | tuple[int, int]) -> str:
+    """``224`` or ``384x256``: an --image-size value as it is written on the command line and in file names."""
+    h, w = size_hw(size)
+    return str(h) if h == w else f"{h}x{w}"
 
 
 def add_preprocess(p: argparse.ArgumentParser) -> None:

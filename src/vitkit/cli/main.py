@@ -95,6 +95,7 @@ def _parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     if extra:
         target = args._commands.get(getattr(args, "command", None) or "", parser)
         target.error(f"unrecognized arguments: {' '.join(extra)}")
+    del args._commands  # parsing's own table; commands that record their options (bench's JSON) must not see it
     return args
 
 

@@ -7,7 +7,7 @@ import argparse
 import json
 
 from ..errors import UserError
-from .common import add_command, add_image_size, add_json, positive_int
+from .common import add_command, add_image_size, add_json, positive_int, size_label
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'model':<22}{'params':>14}{'GFLOPs@' + str(args.image_size):>14}{'tokens':>8}")
+    print(f"{'model':<22}{'params':>14}{'GFLOPs@' + size_label(args.image_size):>14}{'tokens':>8}")
     for r in rows:
         tok = "-" if r["tokens"] is None else str(r["tokens"])
         print(f"{r['name']:<22}{r['params']:>14,}{r['gflops']:>14.2f}{tok:>8}")

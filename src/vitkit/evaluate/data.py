@@ -66,51 +66,18 @@ def loader_stats(loader: Any) -> dict[str, Any]:
         return {}
 
 
-def load_for_inference(path: str, image_size: int | None = None) -> Any:
-    """A checkpoint in eval mode, with position embeddings resampled to ``image_size`` if given."""
+def load_for_inference(path: str, image_size: int | tuple[int, int] | None = None) -> Any:
+    """A checkpoint in eval mode, with position embeddings resampled to ``image_size`` (R or (H, W)) if given."""
     from ..checkpoints import load_model
 
     model = load_model(path)
     if image_size is not None:
-        if image_size < 1:
-            raise UserError(f"--image-size must be positive, got {image_size}")
-        if tuple(model.config.image_size) != (image_size, image_size):
-            model.set_image_size(image_size)
+        hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(hw) != 2 or min(hw) < 1:
+            raise UserError(f"--image-size must be positive (R or HxW), got {image_size}")
+        if tuple(model.config.image_size) != hw:
+            model.set_image_size(hw)
     return model.eval()
-
-
-MODEL_HELP = ("weights: a file or folder of any supported format, a run folder or its checkpoints/step_N.pt, "
-              "an http(s) URL, hf-hub:ORG/NAME[@REV], or a catalogue name (`vitkit models --pretrained`)")
-
-
-def add_preprocess_argument(p: Any) -> None:
-    """--preprocess NAME, with the choices of :data:`vitkit.data.preprocess.PREPROCESSINGS`."""
-    from ..data.preprocess import PREPROCESSINGS
-
-    p.add_argument("--preprocess", choices=PREPROCESSINGS, default=None, metavar="NAME",
-                   help="evaluation preprocessing: vit_jax (the official TF decode with the fast IDCT + resize), "
-                        "big_vision (the same decode, resize cast to uint8), big_vision_precise (accurate IDCT), pil "
-                        "(Pillow decode). Default: vit_jax for checkpoints normalised to [-1, 1] (mean = std = 0.5, "
-                        "as the official ones), pil otherwise")
-
-
-def add_common_arguments(p: Any, *, batch_size: int = 64) -> None:
-    """--model, --image-size, --batch-size, --precision, --device, --num-workers, --preprocess."""
-    from ..perf import PRECISIONS
-
-    p.add_argument("--model", required=True, metavar="SOURCE", help=MODEL_HELP)
-    p.add_argument("--image-size", type=int, default=None, metavar="R",
-                   help="evaluation resolution; position embeddings are resampled (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="inference precision (default auto)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--num-workers", type=int, default=None, help="data loading workers (default: automatic)")
-    add_preprocess_argument(p)
-
-
-def check_batch_size(n: int) -> None:
-    if n < 1:
-        raise UserError(f"--batch-size must be positive, got {n}")
 
 
 def gather_images(

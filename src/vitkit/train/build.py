@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..models.config import ResNetConfig
 from .checkpoint import latest_checkpoint
 from .config import ARCHITECTURE, TrainConfig, image_hw
@@ -93,8 +94,26 @@ def _check_against_checkpoint(cfg: TrainConfig, loaded: Any) -> None:
         if k == "resnet_layers":
             want = tuple(want)
         if want != have:
-            raise ValueError(f"model.{k}={getattr(m, k)!r} contradicts model.init={m.init!r}, which has {k}={have!r}; "
-                             f"the architecture comes from the checkpoint: drop model.{k}")
+            raise UserError(f"model.{k}={getattr(m, k)!r}{_implied_by_name(m, k)} contradicts model.init={m.init!r}, "
+                            f"which has {k}={have!r}; the architecture comes from the checkpoint: drop model.{k}"
+                            f"{' / model.name' if _implied_by_name(m, k) else ''}")
+
+
+def _implied_by_name(m: Any, k: str) -> str:
+    """`` (implied by model.name=X)`` where the value is the named model's (``config._shape_of_name``)."""
+    from ..models.registry import get_config
+
+    try:
+        named = get_config(m.name)
+    except KeyError:
+        return ""
+    value = {"resnet_layers": named.resnet.num_layers if named.resnet else None,
+             "resnet_width": named.resnet.width_factor if named.resnet else None}.get(k, getattr(named, k, None))
+    mine = getattr(m, k)
+    if isinstance(value, (list, tuple)):
+        value = tuple(value)
+        mine = (mine, mine) if k == "patch_size" and isinstance(mine, int) else tuple(mine)
+    return f" (implied by model.name={m.name})" if value is not None and value == mine else ""
 
 
 def build_train_model(cfg: TrainConfig, num_classes: int, class_names: list[str] | None) -> nn.Module:

@@ -229,9 +229,30 @@ def apply_layers(cfg: TrainConfig, layers: list[list[str | tuple[str, Any]]]) ->
         for k in ARCHITECTURE:  # the checkpoint decides; only explicit values are checked against it
             if f"model.{k}" not in given_all:
                 setattr(cfg.model, k, None)
+        if "model.name" in given_all:
+            _shape_of_name(cfg.model, given_all)
     validate(cfg)
     return cfg
 
+
+
+# The fields an explicit model.name implies with model.init (its shape; pooling and head are the fine-tune's).
+NAME_SHAPE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
+
+
+def _shape_of_name(m: ModelConfig, given: set[str]) -> None:
+    """An explicit ``model.name`` with ``model.init``: the shape that name has becomes explicit (where no
+    ``model.*`` field says otherwise), so building the model checks it against the file instead of ignoring it."""
+    from ..models.registry import get_config
+
+    named = get_config(m.name)
+    shape = {"patch_size": named.patch_size, "hidden_size": named.hidden_size, "mlp_dim": named.mlp_dim,
+             "num_heads": named.num_heads, "num_layers": named.num_layers,
+             "resnet_layers": named.resnet.num_layers if named.resnet else None,
+             "resnet_width": named.resnet.width_factor if named.resnet else None}
+    for k in NAME_SHAPE:
+        if f"model.{k}" not in given and shape[k] is not None:
+            setattr(m, k, tuple(shape[k]) if isinstance(shape[k], (list, tuple)) else shape[k])
 
 
 def copy_config(cfg: TrainConfig) -> TrainConfig:
