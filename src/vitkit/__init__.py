@@ -20,7 +20,7 @@ _LAZY = {
     "save_model": ".checkpoints",
     "fewshot": ".evaluate.fewshot_lsr",
     "ViTConfig": ".models",
-    "create_model": ".models",
+    "create_model": ".factory",
     "list_models": ".models",
 }
 
@@ -32,7 +32,8 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from .checkpoints import CheckpointError, load_model, save_model
     from .evaluate.fewshot_lsr import fewshot
-    from .models import ViTConfig, create_model, list_models
+    from .factory import create_model
+    from .models import ViTConfig, list_models
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ def test_version_answers_without_importing_torch():
 def test_lazy_public_names_still_work():
     import vitkit
 
-    assert vitkit.create_model is vitkit.models.create_model
+    assert vitkit.create_model is vitkit.factory.create_model
     assert "load_model" in dir(vitkit)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         vitkit.nope  # noqa: B018

@@ -221,3 +221,12 @@ def test_hybrid_and_bit_shapes():
     assert bit(torch.randn(1, 3, 64, 64)).shape == (1, 3)
     with pytest.raises(TypeError, match="no attention"):
         bit.get_attention_maps(torch.randn(1, 3, 64, 64))
+
+
+def test_models_create_model_points_to_the_door_for_weights():
+    # vitkit.models builds architectures only (models/ never imports checkpoints/); weights go through the
+    # public door, vitkit.create_model, which the error names.
+    from vitkit.errors import UserError
+
+    with pytest.raises(UserError, match=r"vitkit.create_model\('ViT-Ti_16', pretrained=...\)"):
+        create_model("ViT-Ti_16", pretrained=True)

@@ -9,16 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.registry import build_model
-from .errors import CheckpointError, check_state_dict
+from .adapt import adapt_model
+from .errors import CheckpointError
 from .formats import FORMATS, Format, get_format
 
-_UNSET: Any = object()
-# Config fields that change how the weights are used but not which weights exist.
-_WEIGHT_FREE_FIELDS = {
-    "dropout_rate", "attention_dropout_rate", "drop_path_rate", "posemb_resample", "layer_norm_eps",
-    "gelu", "mean", "std", "name", "class_names", "head_bias_init", "norm_after_pool", "extra",
-}
+__all__ = ["adapt_model", "detect_format", "load_model", "save_model", "writer_format"]
 
 
 def _load_plugins() -> None:
@@ -36,47 +31,6 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
             return fmt
     known = "; ".join(f"{f.name}: {f.description}" for f in FORMATS)
     raise CheckpointError(f"{p}: unknown checkpoint format. Known formats: {known}")
-
-
-def adapt_model(
-    model: nn.Module,
-    *,
-    num_classes: int | None = None,
-    image_size: int | tuple[int, int] | None = None,
-    representation_size: int | None = _UNSET,
-    **config_overrides: Any,
-) -> nn.Module:
-    """Adapt a loaded model as the official ``load_pretrained`` does.
-
-    ``num_classes=K``: a new task. The head becomes a zero-initialised D x K layer and the
-    pre-logits layer is dropped unless ``representation_size`` is given. ``image_size``:
-    position embeddings resampled on the 2D grid (class token kept). Other keyword arguments
-    override config fields that the file cannot tell (``classifier="token_unpooled"``,
-    ``dropout_rate=0.1``).
-    """
-    cfg = model.config
-    if config_overrides:
-        new_cfg = cfg.replace(**config_overrides)
-        if new_cfg.has_class_token != cfg.has_class_token:
-            raise CheckpointError(
-                f"classifier={new_cfg.classifier!r} needs "
-                f"{'a' if new_cfg.has_class_token else 'no'} class token, but the checkpoint "
-                f"{'has' if cfg.has_class_token else 'has none'}"
-            )
-        changed = {k for k in config_overrides if getattr(cfg, k) != getattr(new_cfg, k)}
-        rebuilt = build_model(new_cfg)
-        state = model.state_dict()
-        check_state_dict(f"override {sorted(changed)}", rebuilt.state_dict(), state)
-        rebuilt.load_state_dict(state)
-        model = rebuilt
-    if num_classes is not None:
-        rep = None if representation_size is _UNSET else representation_size
-        model.reset_head(num_classes, rep, model.config.head_bias_init)
-    elif representation_size is not _UNSET and representation_size != model.config.representation_size:
-        raise CheckpointError("representation_size can only be changed together with num_classes (a new head)")
-    if image_size is not None:
-        model.set_image_size(image_size)
-    return model
 
 
 def load_model(

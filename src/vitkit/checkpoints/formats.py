@@ -30,7 +30,7 @@ def _read_native(path: Path, verify: bool = True, **hints: Any) -> nn.Module:
     model = native.load_native(path, verify)
     if hints:
         # The file records its config; a hint given anyway is an explicit override of it.
-        from .api import adapt_model
+        from .adapt import adapt_model
 
         model = adapt_model(model, **hints)
     return model

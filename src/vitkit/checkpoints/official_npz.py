@@ -32,12 +32,12 @@ from tqdm import tqdm
 from ..models.config import ResNetConfig, ViTConfig
 from ..models.registry import get_config, list_models
 from .errors import CheckpointError, _shape, check_state_dict
+from .npz_layout import POSEMB, from_flax, layout_rules, official_shapes, to_flax
 from .validate import check_dtypes, check_finite, check_npz_members, materialise, meta_model, parse_config
 
 RELEASED = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
 LINEN = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
 NAMINGS = {"released": RELEASED, "linen": LINEN}
-POSEMB = "Transformer/posembed_input/pos_embedding"
 _GN_RE = re.compile(r"(^|/)gn(\d+|_root|_proj)/(scale|bias)$")
 
 
@@ -267,109 +267,6 @@ def _config(fields: dict[str, Any], hints: Mapping[str, Any], source: str, told:
     return cfg if "name" in hints else cfg.replace(name=_known_name(cfg))
 
 
-# -- the mapping between our state dict and the official tree ------------------------------------
-def _rules(cfg: ViTConfig, our_keys: list[str], naming: tuple[str, str, str, str]) -> dict[str, tuple[str, list[str]]]:
-    """our key -> (kind, official keys). Kinds: conv, dense, vec, raw, qkv_w, qkv_b, out_w."""
-    ln1, mha, ln2, mlp = naming
-    norm_leaf = {"weight": "scale", "bias": "bias"}
-    rules: dict[str, tuple[str, list[str]]] = {}
-    for k in our_keys:
-        parts = k.split(".")
-        leaf = parts[-1]
-        if parts[0] == "resnet":
-            if parts[1] in ("conv_root", "gn_root"):
-                base = parts[1]
-            else:  # resnet.stages.S.U.name.leaf
-                base = f"block{int(parts[2]) + 1}/unit{int(parts[3]) + 1}/{parts[4]}"
-            if base.rsplit("/", 1)[-1].startswith("conv"):
-                rules[k] = ("conv", [f"{base}/kernel"])
-            else:
-                rules[k] = ("vec", [f"{base}/{norm_leaf[leaf]}"])
-        elif k == "embedding.weight":
-            rules[k] = ("conv", ["embedding/kernel"])
-        elif k == "embedding.bias":
-            rules[k] = ("vec", ["embedding/bias"])
-        elif k == "cls":
-            rules[k] = ("raw", ["cls"])
-        elif k == "pos_embedding":
-            rules[k] = ("raw", [POSEMB])
-        elif parts[0] == "blocks":
-            b = f"Transformer/encoderblock_{int(parts[1])}"
-            sub = ".".join(parts[2:-1])
-            if sub in ("norm1", "norm2"):
-                rules[k] = ("vec", [f"{b}/{ln1 if sub == 'norm1' else ln2}/{norm_leaf[leaf]}"])
-            elif sub == "attn.qkv":
-                kind, name = ("qkv_w", "kernel") if leaf == "weight" else ("qkv_b", "bias")
-                rules[k] = (kind, [f"{b}/{mha}/{t}/{name}" for t in ("query", "key", "value")])
-            elif sub == "attn.proj":
-                if leaf == "weight":
-                    rules[k] = ("out_w", [f"{b}/{mha}/out/kernel"])
-                else:
-                    rules[k] = ("vec", [f"{b}/{mha}/out/bias"])
-            elif sub in ("mlp.fc1", "mlp.fc2"):
-                d = f"{b}/{mlp}/Dense_{0 if sub == 'mlp.fc1' else 1}"
-                rules[k] = ("dense", [f"{d}/kernel"]) if leaf == "weight" else ("vec", [f"{d}/bias"])
-            else:
-                raise CheckpointError(f"no official .npz name for parameter {k}")
-        elif parts[0] == "norm":
-            rules[k] = ("vec", [f"Transformer/encoder_norm/{norm_leaf[leaf]}"])
-        elif parts[0] in ("pre_logits", "head"):
-            rules[k] = ("dense", [f"{parts[0]}/kernel"]) if leaf == "weight" else ("vec", [f"{parts[0]}/bias"])
-        else:
-            raise CheckpointError(f"no official .npz name for parameter {k}")
-    return rules
-
-
-def _official_shapes(kind: str, shape: tuple[int, ...], heads: int) -> list[tuple[int, ...]]:
-    if kind == "conv":
-        o, i, h, w = shape
-        return [(h, w, i, o)]
-    if kind == "dense":
-        return [(shape[1], shape[0])]
-    if kind == "out_w":
-        d, hd = shape[0], shape[1] // heads
-        return [(heads, hd, d)]
-    if kind == "qkv_w":
-        d = shape[1]
-        return [(d, heads, d // heads)] * 3
-    if kind == "qkv_b":
-        d = shape[0] // 3
-        return [(heads, d // heads)] * 3
-    return [tuple(shape)]
-
-
-def _to_flax(kind: str, t: np.ndarray, heads: int) -> list[np.ndarray]:
-    if kind == "conv":
-        return [t.transpose(2, 3, 1, 0)]
-    if kind == "dense":
-        return [t.T]
-    if kind == "out_w":
-        d = t.shape[0]
-        return [t.T.reshape(heads, d // heads, d)]
-    if kind == "qkv_w":
-        d = t.shape[1]
-        return [t[i * d:(i + 1) * d].T.reshape(d, heads, d // heads) for i in range(3)]
-    if kind == "qkv_b":
-        d = t.shape[0] // 3
-        return [t[i * d:(i + 1) * d].reshape(heads, d // heads) for i in range(3)]
-    return [t]
-
-
-def _from_flax(kind: str, arrs: list[np.ndarray]) -> np.ndarray:
-    a = arrs[0]
-    if kind == "conv":
-        return a.transpose(3, 2, 0, 1)
-    if kind == "dense":
-        return a.T
-    if kind == "out_w":
-        return a.reshape(-1, a.shape[-1]).T
-    if kind == "qkv_w":
-        return np.concatenate([x.reshape(x.shape[0], -1).T for x in arrs], axis=0)
-    if kind == "qkv_b":
-        return np.concatenate([x.reshape(-1) for x in arrs], axis=0)
-    return a
-
-
 def params_to_model(arrays: Mapping[str, np.ndarray], source: str, verify: bool = True, **hints: Any) -> nn.Module:
     """Build the model an official parameter tree describes and load it (strictly).
 
@@ -390,11 +287,11 @@ def params_to_model(arrays: Mapping[str, np.ndarray], source: str, verify: bool 
     naming = _block_names(arrays, source) if cfg.transformer else RELEASED
     model = meta_model(cfg)
     ours = model.state_dict()
-    rules = _rules(cfg, list(ours), naming)
+    rules = layout_rules(cfg, list(ours), naming)
     heads = cfg.num_heads
     expected: dict[str, tuple[int, ...]] = {}
     for k, (kind, names) in rules.items():
-        for name, shape in zip(names, _official_shapes(kind, tuple(ours[k].shape), heads)):
+        for name, shape in zip(names, official_shapes(kind, tuple(ours[k].shape), heads)):
             expected[name] = shape
 
     def file_shape(name: str) -> tuple[int, ...]:
@@ -411,7 +308,7 @@ def params_to_model(arrays: Mapping[str, np.ndarray], source: str, verify: bool 
     state = {}
     for k, (kind, names) in rules.items():
         arrs = [arrays[n].reshape(expected[n]) for n in names]
-        state[k] = torch.from_numpy(np.ascontiguousarray(_from_flax(kind, arrs))).to(ours[k].dtype)
+        state[k] = torch.from_numpy(np.ascontiguousarray(from_flax(kind, arrs))).to(ours[k].dtype)
     if verify:
         check_finite(state, source)
     return materialise(model, state, source)
@@ -433,10 +330,10 @@ def model_to_params(model: nn.Module, naming: str = "released") -> dict[str, np.
             "tanh GELU with LayerNorm eps 1e-6, so an .npz of these weights would compute something else"
         )
     state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in model.state_dict().items()}
-    rules = _rules(cfg, list(state), NAMINGS[naming])
+    rules = layout_rules(cfg, list(state), NAMINGS[naming])
     out: dict[str, np.ndarray] = {}
     for k, (kind, names) in rules.items():
-        for name, arr in zip(names, _to_flax(kind, state[k], cfg.num_heads)):
+        for name, arr in zip(names, to_flax(kind, state[k], cfg.num_heads)):
             out[name] = np.ascontiguousarray(arr, dtype=np.float32)
     return out
 

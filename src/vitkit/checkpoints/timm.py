@@ -36,7 +36,8 @@ from torch import nn
 
 from ..models.config import ViTConfig
 from .errors import CheckpointError, _shape
-from .hf import MAX_JSON_BYTES, TORCH_SUFFIXES, _dim, _peek_keys, _read_json, read_tensor_file
+from .hf import _dim
+from .tensorfile import MAX_JSON_BYTES, TORCH_SUFFIXES, peek_keys, read_json, read_tensor_file
 from .timm_archs import HEADS, SPECIAL
 from .validate import build_checked, check_dtypes, parse_config
 
@@ -66,7 +67,7 @@ def is_timm(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        return looks_like_timm(_peek_keys(path, strict=True))
+        return looks_like_timm(peek_keys(path, strict=True))
     except CheckpointError:
         # An unreadable .pth/.safetensors: claim it so that reading reports why (refused pickle,
         # truncation) instead of "unknown format". Formats that recognise it come earlier.
@@ -257,7 +258,7 @@ def _vitkit_metadata(path: Path) -> ViTConfig | None:
     else:
         side = path.with_suffix(".json")
         if side.is_file():
-            raw = _read_json(side).get("vitkit_config")
+            raw = read_json(side).get("vitkit_config")
             raw = json.dumps(raw) if isinstance(raw, dict) else raw
     if raw is None:
         return None

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .hf import _check_zip_crc
+from .tensorfile import check_zip_crc
 from .validate import build_checked, parse_config
 
 
@@ -40,7 +40,7 @@ def is_training_checkpoint(path: Path) -> bool:
 def read_training_checkpoint(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> nn.Module:
     path = Path(path)
     if verify:
-        _check_zip_crc(path)  # torch.load never checks the archive's CRC-32s
+        check_zip_crc(path)  # torch.load never checks the archive's CRC-32s
     try:
         st = _load(path, mmap=False)
     except Exception as e:  # noqa: BLE001 - a truncated file raises anything from the zip reader
@@ -59,7 +59,7 @@ def read_training_checkpoint(path: str | os.PathLike[str], verify: bool = True, 
         raise CheckpointError(f"{path}: 'model' is a {type(state).__name__}, not a state dict of tensors")
     model = build_checked(cfg, {str(k): v for k, v in state.items()}, str(path), verify=verify)
     if hints:
-        from .api import adapt_model
+        from .adapt import adapt_model
 
         model = adapt_model(model, **hints)
     return model

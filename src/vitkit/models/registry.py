@@ -96,53 +96,19 @@ def build_model(cfg: ViTConfig) -> nn.Module:
     return VisionTransformer(cfg) if cfg.transformer else BiTResNet(cfg)
 
 
-_ARCH_FIELDS = ("transformer", "resnet", "patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers")
-
-
 def create_model(name: str, num_classes: int | None = None, image_size: int | tuple[int, int] | None = None,
-                 *, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
-    """Build a named model, e.g. ``create_model("ViT-B/16", num_classes=10, image_size=384)``.
+                 **overrides: Any) -> nn.Module:
+    """Build a named architecture with fresh weights, e.g. ``create_model("ViT-B/16", num_classes=10,
+    image_size=384)``. Any :class:`ViTConfig` field can be overridden (``classifier="gap"``,
+    ``dropout_rate=0.1``). With weights: ``vitkit.create_model(..., pretrained=True|SOURCE)``, the
+    public door, which reads them through ``vitkit.checkpoints`` (this module is below it)."""
+    if "pretrained" in overrides:
+        from ..errors import UserError
 
-    Any :class:`ViTConfig` field can be overridden (``classifier="gap"``, ``dropout_rate=0.1``).
-    ``pretrained=True`` loads the official weights of that model: the paper's ImageNet-21k
-    checkpoint (catalogue ``imagenet21k/NAME``), or for models released only with AugReg the
-    README's recommended one (``augreg/Ti_16``); ``pretrained=SOURCE`` loads any source
-    ``load_model`` takes (a catalogue name, file, URL, ``hf-hub:...``), which must hold this
-    architecture. With ``num_classes`` the head is re-made (zero-initialised, pre-logits dropped) and
-    ``image_size`` resamples the position embeddings, as the official ``load_pretrained`` does.
-    """
-    if pretrained is not False and pretrained is not None:
-        return _create_pretrained(name, num_classes, image_size, pretrained, overrides)
+        raise UserError("vitkit.models.create_model builds fresh weights; for pre-trained ones call "
+                        f"vitkit.create_model({name!r}, pretrained=...)")
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if image_size is not None:
         overrides["image_size"] = image_size
     return build_model(get_config(name, **overrides))
-
-
-def _create_pretrained(name: str, num_classes: int | None, image_size: int | tuple[int, int] | None,
-                       pretrained: bool | str, overrides: dict[str, Any]) -> nn.Module:
-    from ..checkpoints import load_model
-    from ..checkpoints.catalogue import default_for_model, list_entries
-    from ..checkpoints.errors import CheckpointError
-
-    want = get_config(name)
-    if pretrained is True:
-        entry = default_for_model(want.name)
-        if entry is None:
-            have = sorted({e.model for e in list_entries()})
-            raise CheckpointError(f"create_model({name!r}, pretrained=True): no official checkpoint of {want.name}; "
-                                  f"models with one: {', '.join(have)} (or pass pretrained=SOURCE)")
-        source = entry.name
-    elif isinstance(pretrained, str) or hasattr(pretrained, "__fspath__"):
-        source = pretrained
-    else:
-        raise TypeError(f"pretrained must be True, False or a source (str), got {type(pretrained).__name__}")
-    model = load_model(source, num_classes=num_classes, image_size=image_size, **overrides)
-    got = model.config
-    diff = [f"{k} {getattr(got, k)} (wanted {getattr(want, k)})" for k in _ARCH_FIELDS
-            if getattr(got, k) != getattr(want, k) and k not in overrides]
-    if diff:
-        raise CheckpointError(f"create_model({name!r}, pretrained={source!r}): the weights are another "
-                              f"architecture: {', '.join(diff)}")
-    return model
