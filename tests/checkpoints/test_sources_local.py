@@ -104,3 +104,21 @@ def test_bare_hf_state_dict_needs_num_heads(tmp_path):
     with pytest.raises(CheckpointError, match="does not store its number of heads.*pass num_heads="):
         vitkit.load_model(tmp_path / "bare.safetensors")
     assert vitkit.load_model(tmp_path / "bare.safetensors", num_heads=4).config.num_heads == 4
+
+
+def test_the_command_line_way_for_a_file_without_its_head_count(tmp_path, capsys):
+    # Only `vitkit convert` takes --num-heads; the error every other command gives says so, and following it works.
+    pytest.importorskip("transformers")
+    from vitkit.checkpoints.hf import to_hf
+    from vitkit.cli.main import main
+
+    m = vitkit.create_model("ViT-Ti_16", num_classes=10, image_size=8, patch_size=4, num_layers=1, hidden_size=128,
+                            num_heads=4, mlp_dim=64, gelu="exact", layer_norm_eps=1e-12)
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in to_hf(m).state_dict().items()}, str(bare))
+    assert main(["eval", "--model", str(bare), "--data", "digits", "--limit", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"vitkit convert --model {bare} --num-heads N --out FILE.safetensors" in err and "Traceback" not in err
+    fixed = tmp_path / "fixed.safetensors"
+    assert main(["convert", "--model", str(bare), "--num-heads", "4", "--out", str(fixed)]) == 0
+    assert main(["eval", "--model", str(fixed), "--data", "digits", "--limit", "4", "--image-size", "8"]) == 0

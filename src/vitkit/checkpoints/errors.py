@@ -48,3 +48,10 @@ def check_state_dict(
     for k in mismatched[:20]:
         lines.append(f"  shape mismatch for {k}: checkpoint {_shape(given[k])}, expected {_shape(expected[k])}")
     raise CheckpointError("\n".join(lines))
+
+
+def num_heads_hint(source: str) -> str:
+    """What to do about a file that does not store its number of heads: in Python and on the command line
+    (where only ``vitkit convert`` takes ``--num-heads``: the converted file records it, for every command)."""
+    return (f"pass num_heads= (load_model, create_model), or on the command line convert it once: vitkit convert "
+            f"--model {source} --num-heads N --out FILE.safetensors, then use FILE.safetensors")

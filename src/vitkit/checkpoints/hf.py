@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.config import ViTConfig
-from .errors import CheckpointError, _shape, check_state_dict
+from .errors import CheckpointError, _shape, check_state_dict, num_heads_hint
 from .tensorfile import MAX_JSON_BYTES, peek_keys, read_json, read_tensor_file
 from .validate import build_checked, check_dtypes, parse_config
 
@@ -194,7 +194,7 @@ def _infer_hf_dict(state: Mapping[str, torch.Tensor], source: str, hints: Mappin
         raise CheckpointError(f"{source}: position embeddings {_shape(pos)} do not form a square grid")
     if "num_heads" not in hints:  # no hidden // 64 guess: ViT-H/14 has 16 heads of 80
         raise CheckpointError(f"{source}: a state dict without config.json does not store its number of heads "
-                              f"(hidden size {hidden}); pass num_heads=")
+                              f"(hidden size {hidden}); {num_heads_hint(source)}")
     heads = hints["num_heads"]  # checked as it is (an integer) by parse_config
     return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 intermediate_size=int(fc1.shape[0]), patch_size=[int(proj.shape[2]), int(proj.shape[3])],

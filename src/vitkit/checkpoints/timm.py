@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.config import ViTConfig
-from .errors import CheckpointError, _shape
+from .errors import CheckpointError, _shape, num_heads_hint
 from .hf import _dim
 from .tensorfile import MAX_JSON_BYTES, TORCH_SUFFIXES, peek_keys, read_json, read_tensor_file
 from .timm_archs import HEADS, SPECIAL
@@ -192,7 +192,7 @@ def timm_state_to_model(
         raise CheckpointError(
             f"{source}: a timm state dict does not store its number of heads (hidden size {hidden}) and no config "
             "names it (no vitkit metadata, no timm config.json with model_args or a known architecture); "
-            "pass num_heads="
+            + num_heads_hint(source)
         )
     heads = hints.pop("num_heads", told.pop("num_heads", None))
     layers = len({k.split(".")[1] for k in ours if k.startswith("blocks.")})
