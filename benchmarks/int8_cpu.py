@@ -124,8 +124,7 @@ def accuracy(args, log) -> dict:
     model = vitkit.load_model(args.checkpoint).eval()
     c = model.config
     calib = gather_images(c, [args.data], args.calibration_images, split="train")
-    loader, info, _ = open_loader(args.data, c, split=args.split, image_size=c.image_size[0],
-                                  batch_size=args.eval_batch, limit=args.limit)
+    loader, info, _ = open_loader(args.data, c, split=args.split, batch_size=args.eval_batch, limit=args.limit)
     with tempfile.TemporaryDirectory() as tmp:
         fns, _ = _variants(model, Path(tmp), args.threads, calib, log)
         correct = {k: 0 for k in fns}

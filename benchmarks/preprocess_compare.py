@@ -44,13 +44,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     model = load_for_inference(args.model, args.image_size)
-    size = args.image_size or int(model.config.image_size[0])
+    size = list(model.config.image_size)
     res: dict = {"model": args.model, "data": args.data, "split": args.split, "image_size": size, "runs": {}}
     top1_pred = {}
     for name in PREPROCESSINGS:
         t0 = time.perf_counter()
-        loader, _, _ = open_loader(args.data, model.config, split=args.split, image_size=size,
-                                   batch_size=args.batch_size, limit=args.limit, num_workers=0, preprocess=name)
+        # The loader runs at the model's size (load_for_inference resampled it to --image-size).
+        loader, _, _ = open_loader(args.data, model.config, split=args.split, batch_size=args.batch_size,
+                                   limit=args.limit, num_workers=0, preprocess=name)
         p, y = predictions(model, loader)
         top1_pred[name] = p[:, 0]
         res["runs"][name] = {
