@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -67,3 +68,18 @@ def make_folder(root: Path, per_class: dict[str, int], size: tuple[int, int] = (
             a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
             Image.fromarray(a).save(root / c / f"img{i:03d}.png")
     return root
+
+
+def take_batches(loader, n: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches (only the first ``n`` when given)."""
+    out = []
+    for b in loader:
+        out.append(b)
+        if n is not None and len(out) == n:
+            break
+    return out
+
+
+def same_batches(a, b) -> bool:
+    """Whether two lists of (images, labels) batches are equal, tensor for tensor."""
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))

@@ -7,31 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import ids_of, make_folder
+from data_helpers import ids_of, make_folder, same_batches, take_batches
 from PIL import Image
 
 from vitkit.data import build_loader, write_wds_shards
 
 
-def _all(loader, n: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out = []
-    for b in loader:
-        out.append(b)
-        if n is not None and len(out) == n:
-            break
-    return out
-
-
-def _same(a, b) -> bool:
-    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
-
-
 def test_same_seed_same_batches_other_seed_differs() -> None:
     kw = dict(image_size=12, batch_size=64, randaugment=(2, 15), num_workers=0)
-    a = _all(build_loader("digits", seed=3, **kw), 3)
-    b = _all(build_loader("digits", seed=3, **kw), 3)
-    c = _all(build_loader("digits", seed=4, **kw), 3)
-    assert _same(a, b)
+    a = take_batches(build_loader("digits", seed=3, **kw), 3)
+    b = take_batches(build_loader("digits", seed=3, **kw), 3)
+    c = take_batches(build_loader("digits", seed=4, **kw), 3)
+    assert same_batches(a, b)
     assert not torch.equal(a[0][0], c[0][0])
 
 
@@ -49,25 +36,25 @@ def test_epochs_are_new_permutations(id_mnist) -> None:
 def test_num_workers_do_not_change_batches(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "f", {"a": 9, "b": 8, "c": 7}, size=(20, 14))
     kw = dict(image_size=10, batch_size=5, randaugment=(2, 10), seed=1)
-    a = _all(build_loader(f"folder:{root}", num_workers=0, **kw))
-    b = _all(build_loader(f"folder:{root}", num_workers=2, **kw))
-    assert len(a) == 24 // 5 and _same(a, b)
+    a = take_batches(build_loader(f"folder:{root}", num_workers=0, **kw))
+    b = take_batches(build_loader(f"folder:{root}", num_workers=2, **kw))
+    assert len(a) == 24 // 5 and same_batches(a, b)
 
 
 def test_resume_equals_uninterrupted() -> None:
     kw = dict(image_size=10, batch_size=100, randaugment=(2, 9), num_workers=0, seed=7)
     full = build_loader("digits", **kw)
-    ref = _all(full) + _all(full, 4)  # epoch 0, then 4 batches of epoch 1
+    ref = take_batches(full) + take_batches(full, 4)  # epoch 0, then 4 batches of epoch 1
     interrupted = build_loader("digits", **kw)
-    first = _all(interrupted)
-    first += _all(interrupted, 2)
+    first = take_batches(interrupted)
+    first += take_batches(interrupted, 2)
     sd = interrupted.state_dict()
     assert (sd["epoch"], sd["batches"]) == (1, 2)
     resumed = build_loader("digits", **kw)
     resumed.load_state_dict(sd)
     resumed.set_epoch(1)  # the trainer's usual call at the top of the epoch must not rewind
-    rest = _all(resumed, 2)
-    assert _same(first + rest, ref)
+    rest = take_batches(resumed, 2)
+    assert same_batches(first + rest, ref)
 
 
 def test_ranks_cover_each_sample_once(id_mnist) -> None:
@@ -103,26 +90,26 @@ def test_wds_shuffled_deterministic_and_resumable(tmp_path: Path) -> None:
     spec = _id_shards(tmp_path)
     kw = dict(image_size=5, batch_size=4, num_workers=0, streams=2, shuffle_buffer=5, seed=2)
     ref_loader = build_loader(spec, **kw)
-    ref = _all(ref_loader)
-    epoch1 = _all(ref_loader)
+    ref = take_batches(ref_loader)
+    epoch1 = take_batches(ref_loader)
     ids = [i for x, _ in ref for i in ids_of(x)]
     assert len(ids) == len(set(ids)) and len(ids) >= 52  # drop_last: each stream drops < 4 samples
     assert ids != sorted(ids)
     assert [i for x, _ in epoch1 for i in ids_of(x)] != ids
-    assert _same(ref, _all(build_loader(spec, **kw)))
+    assert same_batches(ref, take_batches(build_loader(spec, **kw)))
     part = build_loader(spec, **kw)
-    head = _all(part, 5)
+    head = take_batches(part, 5)
     resumed = build_loader(spec, **kw)
     resumed.load_state_dict(part.state_dict())
-    assert _same(head + _all(resumed), ref)
+    assert same_batches(head + take_batches(resumed), ref)
 
 
 def test_wds_workers_match_streams(tmp_path: Path) -> None:
     spec = _id_shards(tmp_path)
     kw = dict(image_size=5, batch_size=4, streams=2, shuffle_buffer=5, seed=2)
-    a = _all(build_loader(spec, num_workers=0, **kw))
-    b = _all(build_loader(spec, num_workers=2, **kw))
-    assert _same(a, b)
+    a = take_batches(build_loader(spec, num_workers=0, **kw))
+    b = take_batches(build_loader(spec, num_workers=2, **kw))
+    assert same_batches(a, b)
 
 
 def test_wds_ranks_split_shards(tmp_path: Path) -> None:
@@ -150,27 +137,27 @@ def test_resume_with_workers(tmp_path: Path) -> None:
     """Map-style and stream loaders resumed with 2 workers continue exactly where a 0-worker run would."""
     root = make_folder(tmp_path / "f", {"a": 6, "b": 6}, size=(12, 12))
     kw = dict(image_size=8, batch_size=3, seed=4, randaugment=(1, 5))
-    ref = _all(build_loader(f"folder:{root}", num_workers=0, **kw))
+    ref = take_batches(build_loader(f"folder:{root}", num_workers=0, **kw))
     part = build_loader(f"folder:{root}", num_workers=2, **kw)
-    head = _all(part, 1)
+    head = take_batches(part, 1)
     resumed = build_loader(f"folder:{root}", num_workers=2, **kw)
     resumed.load_state_dict(part.state_dict())
-    assert _same(head + _all(resumed), ref)
+    assert same_batches(head + take_batches(resumed), ref)
 
     spec = _id_shards(tmp_path / "s")
     kw = dict(image_size=5, batch_size=4, streams=2, shuffle_buffer=5, seed=9)
-    ref = _all(build_loader(spec, num_workers=0, **kw))
+    ref = take_batches(build_loader(spec, num_workers=0, **kw))
     part = build_loader(spec, num_workers=2, **kw)
-    head = _all(part, 3)  # an odd count: the resumed run starts on the other stream
+    head = take_batches(part, 3)  # an odd count: the resumed run starts on the other stream
     resumed = build_loader(spec, num_workers=2, **kw)
     resumed.load_state_dict(part.state_dict())
-    assert _same(head + _all(resumed), ref)
+    assert same_batches(head + take_batches(resumed), ref)
     assert resumed.stats.samples == sum(len(y) for _, y in ref)
     # a resumed loader with the default stream count (one per worker) adopts the saved layout
     kw.pop("streams")
     other = build_loader(spec, num_workers=0, **kw)
     other.load_state_dict(part.state_dict())
-    assert _same(head + _all(other), ref)
+    assert same_batches(head + take_batches(other), ref)
 
 
 def test_defaults_and_lengths() -> None:
@@ -185,10 +172,10 @@ def test_wds_cache_memory_matches_stream_in_evaluation(tmp_path: Path) -> None:
     """``cache=memory`` decodes the split once: evaluation batches equal the stream's bit for bit, in tar order."""
     spec = _id_shards(tmp_path)
     kw = dict(train=False, image_size=5, batch_size=8, num_workers=0)
-    streamed = _all(build_loader(spec, **kw))
+    streamed = take_batches(build_loader(spec, **kw))
     cached = build_loader(spec + "&cache=memory", **kw)
     assert not cached.is_stream and len(cached.source) == 60
-    assert _same(_all(cached), streamed)
+    assert same_batches(take_batches(cached), streamed)
     assert [i for x, _ in streamed for i in ids_of(x)] == list(range(60))
 
 
@@ -196,16 +183,16 @@ def test_wds_cache_memory_training_is_deterministic_and_resumable(tmp_path: Path
     spec = _id_shards(tmp_path) + "&cache=memory"
     kw = dict(image_size=5, batch_size=4, seed=3)
     ref_loader = build_loader(spec, num_workers=0, **kw)
-    ref = _all(ref_loader)
+    ref = take_batches(ref_loader)
     ids = [i for x, _ in ref for i in ids_of(x)]
     assert len(ids) == len(set(ids)) == 60 and ids != sorted(ids)  # a global permutation, nothing dropped
-    assert [i for x, _ in _all(ref_loader) for i in ids_of(x)] != ids  # the next epoch is another permutation
-    assert _same(_all(build_loader(spec, num_workers=2, **kw)), ref)
+    assert [i for x, _ in take_batches(ref_loader) for i in ids_of(x)] != ids  # the next epoch is another permutation
+    assert same_batches(take_batches(build_loader(spec, num_workers=2, **kw)), ref)
     part = build_loader(spec, num_workers=0, **kw)
-    head = _all(part, 4)
+    head = take_batches(part, 4)
     resumed = build_loader(spec, num_workers=2, **kw)
     resumed.load_state_dict(part.state_dict())
-    assert _same(head + _all(resumed), ref)
+    assert same_batches(head + take_batches(resumed), ref)
 
 
 def test_wds_cache_memory_options_are_checked(tmp_path: Path) -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from data_helpers import ids_of
+from data_helpers import ids_of, same_batches, take_batches
 from PIL import Image
 
 from vitkit.data import build_loader, dataset_info, write_wds_shards
@@ -52,19 +51,6 @@ def served(tmp_path: Path):
         server.server_close()
 
 
-def _all(loader, n=None):
-    out = []
-    for b in loader:
-        out.append(b)
-        if n is not None and len(out) == n:
-            break
-    return out
-
-
-def _same(a, b) -> bool:
-    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
-
-
 KW = dict(image_size=5, batch_size=4, num_workers=0, streams=2, shuffle_buffer=5, seed=2)
 
 
@@ -73,20 +59,20 @@ def test_http_shards_match_local_order_and_resume(served) -> None:
     local = f"wds:{root}/train-{{000..008}}.tar"
     remote = f"wds:{url}/train-{{000..008}}.tar"
     ref_loader = build_loader(local, **KW)
-    ref = _all(ref_loader) + _all(ref_loader)  # two epochs: the second re-shuffles the shards
+    ref = take_batches(ref_loader) + take_batches(ref_loader)  # two epochs: the second re-shuffles the shards
     got_loader = build_loader(remote, **KW)
-    got = _all(got_loader) + _all(got_loader)
-    assert len(ref) >= 24 and _same(got, ref)
+    got = take_batches(got_loader) + take_batches(got_loader)
+    assert len(ref) >= 24 and same_batches(got, ref)
     assert any(r.endswith("train-004.tar") for r in requests)  # the batches did come over http
     # metadata (classes, declared size) comes from meta.json beside the remote shards
     info = dataset_info(remote)
     assert (info.num_classes, info.num_examples) == (3, 60)
     # stop after 5 batches, resume in a new loader: the rest equals the uninterrupted epoch
     part = build_loader(remote, **KW)
-    head = _all(part, 5)
+    head = take_batches(part, 5)
     resumed = build_loader(remote, **KW)
     resumed.load_state_dict(part.state_dict())
-    assert _same(head + _all(resumed), ref[:len(ref) // 2])
+    assert same_batches(head + take_batches(resumed), ref[:len(ref) // 2])
 
 
 def test_http_folder_listing_gzip_and_workers(served) -> None:
@@ -96,19 +82,19 @@ def test_http_folder_listing_gzip_and_workers(served) -> None:
     ids = [i for x, _ in build_loader(f"wds:{url}/", split="test", num_workers=0, **kw) for i in ids_of(x)]
     assert ids == list(range(20))
     # worker processes open their own streams
-    a = _all(build_loader(f"wds:{url}/train-{{000..008}}.tar", **{**KW, "num_workers": 2}))
-    b = _all(build_loader(f"wds:{root}/train-{{000..008}}.tar", **KW))
-    assert _same(a, b)
+    a = take_batches(build_loader(f"wds:{url}/train-{{000..008}}.tar", **{**KW, "num_workers": 2}))
+    b = take_batches(build_loader(f"wds:{root}/train-{{000..008}}.tar", **KW))
+    assert same_batches(a, b)
 
 
 def test_pipe_command_shards_match_local(served) -> None:
     root, _, _ = served
-    a = _all(build_loader(f"wds:pipe:cat {root}/train-{{000..008}}.tar?num_classes=3&num_examples=60", **KW))
-    b = _all(build_loader(f"wds:{root}/train-{{000..008}}.tar", **KW))
-    assert _same(a, b)
+    a = take_batches(build_loader(f"wds:pipe:cat {root}/train-{{000..008}}.tar?num_classes=3&num_examples=60", **KW))
+    b = take_batches(build_loader(f"wds:{root}/train-{{000..008}}.tar", **KW))
+    assert same_batches(a, b)
     # a command that writes much to stderr (as curl's progress meter does) is not blocked by an unread pipe
     chatty = f"pipe:head -c 300000 /dev/zero >&2; cat {root}/train-{{000..008}}.tar"
-    assert _same(_all(build_loader(f"wds:{chatty}?num_classes=3&num_examples=60", **KW)), b)
+    assert same_batches(take_batches(build_loader(f"wds:{chatty}?num_classes=3&num_examples=60", **KW)), b)
 
 
 def test_failing_pipe_shard_is_counted_not_silent(served) -> None:
@@ -116,7 +102,7 @@ def test_failing_pipe_shard_is_counted_not_silent(served) -> None:
     # shard 1's command fails after writing nothing: the loader skips it and says so in its stats
     spec = f"wds:pipe:cat {root}/train-000.tar{{,.missing}}?num_classes=3"
     loader = build_loader(spec, train=False, image_size=5, batch_size=7, num_workers=0)
-    batches = _all(loader)
+    batches = take_batches(loader)
     assert len(batches) == 1
     stats = loader.stats.as_dict()
     assert stats["skipped"].get("corrupt_shard") == 1, stats

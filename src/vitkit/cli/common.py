@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ..errors import did_you_mean
+from ..errors import UserError, did_you_mean
 
 # Copies of vitkit.perf.PRECISIONS and vitkit.data.preprocess.PREPROCESSINGS: argparse needs the choices when the
 # parser is built, and importing those modules imports torch (seconds). tests/cli/test_cli_vocabulary.py fails
@@ -202,25 +202,25 @@ def add_limit(p: argparse.ArgumentParser, *, extra: str = "") -> None:
                    help=f"only the first N examples{extra or ' of the data'}, exactly N (default: all)")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a wrong value is an argument error naming the option)."""
+def _int_at_least(text: str, low: int, expected: str, below: str) -> int:
+    """argparse type body: an integer >= ``low`` (a wrong value is an argument error naming the option)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{below}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1, "a positive integer", "must be positive")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0", "must be >= 0")
 
 
 def hidden_alias(p: argparse.ArgumentParser, *flags: str, dest: str, **kw: Any) -> None:
@@ -243,3 +243,16 @@ def resolve_device_precision(device: str, precision: str) -> tuple[Any, str]:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available in this torch build/machine")
     return dev, resolve_precision(precision, dev)
+
+
+def load_command_model(args: argparse.Namespace, *, no_head: str | None = None) -> tuple[Any, Any, str]:
+    """(model in eval mode, resampled to --image-size; device; precision that will run) for a command's
+    --model/--image-size/--device/--precision. ``no_head``: how the error for a model without a classification
+    head ends (None: such a model is fine, as for few-shot features)."""
+    from ..evaluate.data import load_for_inference
+
+    device, precision = resolve_device_precision(args.device, args.precision)
+    model = load_for_inference(args.model, args.image_size)
+    if no_head is not None and model.config.num_classes < 1:
+        raise UserError(f"{args.model}: the model has no classification head{no_head}")
+    return model, device, precision

@@ -21,7 +21,7 @@ from .common import (
     add_precision,
     add_preprocess,
     add_split,
-    resolve_device_precision,
+    load_command_model,
 )
 
 
@@ -54,14 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_accuracy
     from ..evaluate.core import match_classes
-    from ..evaluate.data import load_for_inference, loader_stats, open_loader, report_skipped
+    from ..evaluate.data import loader_stats, open_loader, report_skipped
     from .main import write_report
 
-    device, precision = resolve_device_precision(args.device, args.precision)
-    model = load_for_inference(args.model, args.image_size)
+    model, device, precision = load_command_model(args, no_head="; use `vitkit fewshot` instead")
     cfg = model.config
-    if cfg.num_classes < 1:
-        raise UserError(f"{args.model}: the model has no classification head; use `vitkit fewshot` instead")
     h, w = cfg.image_size  # the model's, after --image-size resampled it
     loader, info, batches = open_loader(
         args.data, cfg, split=args.split, batch_size=args.batch_size, limit=args.limit,

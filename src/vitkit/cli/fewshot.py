@@ -22,8 +22,8 @@ from .common import (
     add_precision,
     add_preprocess,
     hidden_alias,
+    load_command_model,
     positive_int,
-    resolve_device_precision,
 )
 
 
@@ -84,14 +84,13 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..evaluate import extract_features, fewshot_per_seed
-    from ..evaluate.data import load_for_inference, loader_stats, open_loader, report_skipped
+    from ..evaluate.data import loader_stats, open_loader, report_skipped
     from .main import write_report
 
     if any(k < 1 for k in args.shots):
         raise UserError(f"--shots must be positive, got {args.shots}")
     train_spec, test_spec = _specs(args)
-    device, precision = resolve_device_precision(args.device, args.precision)
-    model = load_for_inference(args.model, args.image_size)
+    model, device, precision = load_command_model(args)
     cfg = model.config
     common = {"batch_size": args.batch_size, "num_workers": args.num_workers,  # at the model's (h, w) size
               "preprocess": args.preprocess}

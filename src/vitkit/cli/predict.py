@@ -21,9 +21,9 @@ from .common import (
     add_precision,
     add_preprocess,
     add_split,
+    load_command_model,
     log,
     positive_int,
-    resolve_device_precision,
 )
 
 
@@ -61,17 +61,14 @@ def _top(probs: Any, k: int, names: tuple[str, ...] | None) -> list[dict[str, An
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import find_images, load_images, predict_probabilities
-    from ..evaluate.data import is_data_spec, load_for_inference, open_loader
+    from ..evaluate.data import is_data_spec, open_loader
     from ..evaluate.images import resolve_preprocess
     from ..perf import inference_model
 
     if not args.images and not args.data:
         raise UserError("nothing to classify: give image files or folders, or --data SPEC")
-    device, precision = resolve_device_precision(args.device, args.precision)
-    model = load_for_inference(args.model, args.image_size)
+    model, device, precision = load_command_model(args, no_head=" (num_classes=0); nothing to predict")
     cfg = model.config
-    if cfg.num_classes < 1:
-        raise UserError(f"{args.model}: the model has no classification head (num_classes=0); nothing to predict")
     names = cfg.class_names
     notes = []
     if not names:

@@ -94,24 +94,24 @@ def _check_against_checkpoint(cfg: TrainConfig, loaded: Any) -> None:
         if k == "resnet_layers":
             want = tuple(want)
         if want != have:
-            raise UserError(f"model.{k}={getattr(m, k)!r}{_implied_by_name(m, k)} contradicts model.init={m.init!r}, "
+            implied = _implied_by_name(m, k)
+            raise UserError(f"model.{k}={getattr(m, k)!r}{implied} contradicts model.init={m.init!r}, "
                             f"which has {k}={have!r}; the architecture comes from the checkpoint: drop model.{k}"
-                            f"{' / model.name' if _implied_by_name(m, k) else ''}")
+                            f"{' / model.name' if implied else ''}")
 
 
 def _implied_by_name(m: Any, k: str) -> str:
-    """`` (implied by model.name=X)`` where the value is the named model's (``config._shape_of_name``)."""
-    from ..models.registry import get_config
+    """`` (implied by model.name=X)`` where the value is the named model's (``config.name_shape``)."""
+    from .config import NAME_SHAPE, name_shape
 
+    if k not in NAME_SHAPE:
+        return ""
     try:
-        named = get_config(m.name)
+        value = name_shape(m.name)[k]
     except KeyError:
         return ""
-    value = {"resnet_layers": named.resnet.num_layers if named.resnet else None,
-             "resnet_width": named.resnet.width_factor if named.resnet else None}.get(k, getattr(named, k, None))
     mine = getattr(m, k)
-    if isinstance(value, (list, tuple)):
-        value = tuple(value)
+    if isinstance(value, tuple):
         mine = (mine, mine) if k == "patch_size" and isinstance(mine, int) else tuple(mine)
     return f" (implied by model.name={m.name})" if value is not None and value == mine else ""
 

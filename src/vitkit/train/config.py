@@ -240,19 +240,23 @@ def apply_layers(cfg: TrainConfig, layers: list[list[str | tuple[str, Any]]]) ->
 NAME_SHAPE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
 
 
+def name_shape(name: str) -> dict[str, Any]:
+    """The :data:`NAME_SHAPE` fields of a registered model, as ``model.*`` values (tuples; None: no ResNet stem)."""
+    from ..models.registry import get_config
+
+    named = get_config(name)
+    shape = {k: getattr(named, k) for k in NAME_SHAPE if not k.startswith("resnet_")}
+    shape["resnet_layers"] = named.resnet.num_layers if named.resnet else None
+    shape["resnet_width"] = named.resnet.width_factor if named.resnet else None
+    return {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in shape.items()}
+
+
 def _shape_of_name(m: ModelConfig, given: set[str]) -> None:
     """An explicit ``model.name`` with ``model.init``: the shape that name has becomes explicit (where no
     ``model.*`` field says otherwise), so building the model checks it against the file instead of ignoring it."""
-    from ..models.registry import get_config
-
-    named = get_config(m.name)
-    shape = {"patch_size": named.patch_size, "hidden_size": named.hidden_size, "mlp_dim": named.mlp_dim,
-             "num_heads": named.num_heads, "num_layers": named.num_layers,
-             "resnet_layers": named.resnet.num_layers if named.resnet else None,
-             "resnet_width": named.resnet.width_factor if named.resnet else None}
-    for k in NAME_SHAPE:
-        if f"model.{k}" not in given and shape[k] is not None:
-            setattr(m, k, tuple(shape[k]) if isinstance(shape[k], (list, tuple)) else shape[k])
+    for k, v in name_shape(m.name).items():
+        if f"model.{k}" not in given and v is not None:
+            setattr(m, k, v)
 
 
 def copy_config(cfg: TrainConfig) -> TrainConfig:
