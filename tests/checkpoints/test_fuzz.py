@@ -21,6 +21,7 @@ import pickle
 import random
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +116,22 @@ def _first_f32(header: dict[str, Any]) -> str:
                   len(v["shape"]) == 2 and v["shape"][0] != v["shape"][1])[0]
 
 
+def byte_cases(c: Cases, fmt: str, data: bytes, truncations: int, flips: int,
+               flip_expect: Callable[[int], str] = lambda o: "error_or_equal", inner: str | None = None) -> None:
+    """Truncations (always an error) and single-byte flips of a file; ``flip_expect(offset)`` says what a flip
+    there must give."""
+    for o in _offsets(data, c.rng, truncations):
+        c.add(fmt, f"truncate@{o}", "error", lambda d, o=o: d[:o], inner)
+    for o in sorted(c.rng.sample(range(len(data)), flips)):
+        c.add(fmt, f"flip@{o}", flip_expect(o), lambda d, o=o: d[:o] + bytes([d[o] ^ 0xFF]) + d[o + 1:], inner)
+
+
 def safetensors_cases(c: Cases, fmt: str, inner: str | None, checksum: bool) -> None:
     data = (c.pristine[fmt] / inner if inner else c.pristine[fmt]).read_bytes()
-    for o in _offsets(data, c.rng, 8):
-        c.add(fmt, f"truncate@{o}", "error", lambda d, o=o: d[:o], inner)
-    flips = sorted(c.rng.sample(range(len(data)), 24))
     end = st_header_end(data)
-    for o in flips:
-        # A flip in the header is a parse error or a harmless change; in the data it is caught by the
-        # checksum where the format has one.
-        expect = "error_or_equal" if (checksum or o < end) else "error_or_loads"
-        c.add(fmt, f"flip@{o}", expect, lambda d, o=o: d[:o] + bytes([d[o] ^ 0xFF]) + d[o + 1:], inner)
+    # A flip in the header is a parse error or a harmless change; in the data it is caught by the checksum
+    # where the format has one.
+    byte_cases(c, fmt, data, 8, 24, lambda o: "error_or_equal" if (checksum or o < end) else "error_or_loads", inner)
 
     def retype(new: str, scale: float = 1.0):
         def fn(h, body):
@@ -244,12 +250,8 @@ def _npz_edit(fn):
 
 
 def npz_cases(c: Cases, marker: Path) -> None:
-    data = c.pristine["npz"].read_bytes()
-    for o in _offsets(data, c.rng, 8):
-        c.add("npz", f"truncate@{o}", "error", lambda d, o=o: d[:o])
-    for o in sorted(c.rng.sample(range(len(data)), 24)):
-        # zip stores a CRC-32 of every member: flipped data is caught; a flip in a timestamp is harmless.
-        c.add("npz", f"flip@{o}", "error_or_equal", lambda d, o=o: d[:o] + bytes([d[o] ^ 0xFF]) + d[o + 1:])
+    # zip stores a CRC-32 of every member: flipped data is caught; a flip in a timestamp is harmless.
+    byte_cases(c, "npz", c.pristine["npz"].read_bytes(), 8, 24)
     q = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
     emb = "embedding/kernel"
     edits = {
@@ -314,12 +316,8 @@ def _pth_edit(fn, replace: bool = False):
 
 
 def pth_cases(c: Cases, marker: Path) -> None:
-    data = c.pristine["timm_pth"].read_bytes()
-    for o in _offsets(data, c.rng, 8):
-        c.add("timm_pth", f"truncate@{o}", "error", lambda d, o=o: d[:o])
-    for o in sorted(c.rng.sample(range(len(data)), 24)):
-        # torch.load does not check the zip's CRC-32s; the readers do (verify=True).
-        c.add("timm_pth", f"flip@{o}", "error_or_equal", lambda d, o=o: d[:o] + bytes([d[o] ^ 0xFF]) + d[o + 1:])
+    # torch.load does not check the zip's CRC-32s; the readers do (verify=True).
+    byte_cases(c, "timm_pth", c.pristine["timm_pth"].read_bytes(), 8, 24)
     k = "blocks.0.attn.qkv.weight"
     edits = {
         "int": lambda s: s.__setitem__(k, s[k].int()), "bool": lambda s: s.__setitem__(k, s[k] > 0),
@@ -405,11 +403,7 @@ def timm_sidecar_cases(c: Cases) -> None:
 
 def train_cases(c: Cases) -> None:
     """A `vitkit train` checkpoint read as a model: the zip's CRC-32s, its meta.model_config, its tensors."""
-    data = c.pristine["train"].read_bytes()
-    for o in _offsets(data, c.rng, 4):
-        c.add("train", f"truncate@{o}", "error", lambda d, o=o: d[:o])
-    for o in sorted(c.rng.sample(range(len(data)), 12)):
-        c.add("train", f"flip@{o}", "error_or_equal", lambda d, o=o: d[:o] + bytes([d[o] ^ 0xFF]) + d[o + 1:])
+    byte_cases(c, "train", c.pristine["train"].read_bytes(), 4, 12)
 
     def edit(fn):
         def apply(d: bytes) -> bytes:
