@@ -6,6 +6,7 @@ import yaml
 from safetensors.torch import load_file
 
 import vitkit
+from vitkit.checkpoints import CheckpointError
 from vitkit.train import loop
 from vitkit.train.config import apply_overrides
 from vitkit.train.presets import get_preset
@@ -222,6 +223,12 @@ def test_finetune_checks_an_explicit_model_name_against_the_checkpoint(tmp_path)
     cfg = apply_overrides(get_preset("default"), [*base, "model.name=ViT-Ti_16"])
     assert cfg.model.hidden_size == 192  # implied by the name, so checked (and recorded in config.yaml)
     assert loop.build_train_model(cfg, 10, None).config.hidden_size == 192
+    # A name whose head count cannot split the file's width is a one-line error, not an internal one.
+    small = vitkit.save_model(vitkit.create_model("ViT-Ti_16", num_classes=3, image_size=32, hidden_size=64,
+                                                  num_heads=4, mlp_dim=128, num_layers=1), tmp_path / "w64.safetensors")
+    small_base = [x.replace(f"model.init={path}", f"model.init={small}") for x in base]
+    with pytest.raises(CheckpointError, match=r"num_heads=12.*does not fit the checkpoint.*not divisible"):
+        loop.build_train_model(apply_overrides(get_preset("default"), [*small_base, "model.name=ViT-B_16"]), 10, None)
     # Without an explicit name the preset's name (ViT-Ti_16 here, any other in vit_finetune) is not a check.
     cfg = apply_overrides(get_preset("vit_finetune"), base)
     assert cfg.model.hidden_size is None and loop.build_train_model(cfg, 10, None).config.num_layers == 12

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ..models.config import ConfigFieldError
 from ..models.registry import build_model
 from .errors import CheckpointError, check_state_dict
 
@@ -34,7 +35,11 @@ def adapt_model(
     """
     cfg = model.config
     if config_overrides:
-        new_cfg = cfg.replace(**config_overrides)
+        try:
+            new_cfg = cfg.replace(**config_overrides)
+        except ConfigFieldError as e:  # e.g. num_heads=12 given for a file of width 64: the caller's value
+            given = ", ".join(f"{k}={v!r}" for k, v in sorted(config_overrides.items()))
+            raise CheckpointError(f"{cfg.name}: the given {given} does not fit the checkpoint: {e}") from None
         if new_cfg.has_class_token != cfg.has_class_token:
             raise CheckpointError(
                 f"classifier={new_cfg.classifier!r} needs "
