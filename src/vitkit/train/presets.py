@@ -198,9 +198,9 @@ def cifar10_cpu() -> TrainConfig:
     loss stayed above the test loss: the model under-fits at this budget, so capacity, milder
     augmentation and more images per second paid where a higher learning rate or more, smaller
     steps did not. At a fixed 256,000 images (2026-12-03, ``benchmarks/results/cifar10_cpu/
-    fixed_images_2026-12-03/``; 71.59% for this recipe): AdamW beta2 0.99 71.77% (noise), batch 256 70.48% (and
-    not faster per image on 2 cores), width 192 at the same lr 65.56%; a 3x3/2 root without the max-pool (two stages at width 0.5, the same
-    step time) trained worse at every step.
+    fixed_images_2026-12-03/``; 71.59% for this recipe): AdamW beta2 0.99 71.77% (noise), batch 256 70.48%
+    (and not faster per image on 2 cores), width 192 at the same lr 65.56%; a 3x3/2 root without the
+    max-pool (two stages at width 0.5, the same step time) trained worse at every step.
     5-minute runs (``--minutes 5 --evals 1``, bf16, no progressive resizing): root block only
     54.3%, + one stage 53.0%, + width 128 53.1%, one stage without label smoothing 49.8% (the
     bigger stems win only with more time); earlier in fp32: plain patch-4 ViT 45.7%, 6 blocks
