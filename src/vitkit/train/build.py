@@ -94,26 +94,24 @@ def _check_against_checkpoint(cfg: TrainConfig, loaded: Any) -> None:
         if k == "resnet_layers":
             want = tuple(want)
         if want != have:
-            implied = _implied_by_name(m, k)
+            implied = _implied_by_name(m.name, k, want)
             raise UserError(f"model.{k}={getattr(m, k)!r}{implied} contradicts model.init={m.init!r}, "
                             f"which has {k}={have!r}; the architecture comes from the checkpoint: drop model.{k}"
                             f"{' / model.name' if implied else ''}")
 
 
-def _implied_by_name(m: Any, k: str) -> str:
-    """`` (implied by model.name=X)`` where the value is the named model's (``config.name_shape``)."""
+def _implied_by_name(name: str, k: str, want: Any) -> str:
+    """`` (implied by model.name=X)`` where ``want`` (a ``model.*`` value in the checked form: patch size as a
+    pair, tuples) is the named model's (``config.name_shape``)."""
     from .config import NAME_SHAPE, name_shape
 
     if k not in NAME_SHAPE:
         return ""
     try:
-        value = name_shape(m.name)[k]
+        value = name_shape(name)[k]
     except KeyError:
         return ""
-    mine = getattr(m, k)
-    if isinstance(value, tuple):
-        mine = (mine, mine) if k == "patch_size" and isinstance(mine, int) else tuple(mine)
-    return f" (implied by model.name={m.name})" if value is not None and value == mine else ""
+    return f" (implied by model.name={name})" if value is not None and value == want else ""
 
 
 def build_train_model(cfg: TrainConfig, num_classes: int, class_names: list[str] | None) -> nn.Module:
