@@ -350,3 +350,18 @@ def test_resume_needs_no_init_file_and_checks_what_it_is_told(tmp_path):
     for bad, words in (("model.hidden_size=48", "model.hidden_size=48 but"), ("data.image_size=16", "image_size")):
         with pytest.raises(ValueError, match=words):
             loop.train(apply_overrides(cfg, ["schedule.steps=6", bad]), progress=False, resume=True)
+
+
+def test_convolutional_stem_from_options_trains_and_fine_tunes(tmp_path):
+    stem = ["model.stem_channels=8,16", "model.stem_strides=2,2", "model.patch_size=1"]
+    loop.train(tiny(tmp_path / "pre", *stem, "schedule.steps=2", "eval_every=0"), progress=False)
+    pre = vitkit.load_model(tmp_path / "pre" / "model.safetensors")
+    assert (pre.config.stem_channels, pre.config.stem_strides, pre.config.num_tokens) == ((8, 16), (2, 2), 2 * 2 + 1)
+    # Training moved the stem's BatchNorm statistics away from their initial (0, 1).
+    assert not torch.equal(pre.conv_stem.layers[0].norm.running_mean, torch.zeros(8))
+    init = f"model.init={tmp_path / 'pre' / 'model.safetensors'}"
+    m = loop.build_train_model(tiny(tmp_path / "ft", init, *stem), 10, None)  # the file's own stem: accepted
+    torch.testing.assert_close(m.conv_stem.layers[1].conv.weight, pre.conv_stem.layers[1].conv.weight)
+    with pytest.raises(ValueError, match=r"model.stem_channels=\(8, 32\) contradicts model.init=.*"
+                                         r"stem_channels=\(8, 16\)"):
+        loop.build_train_model(tiny(tmp_path / "ft2", init, "model.patch_size=1", "model.stem_channels=8,32"), 10, None)

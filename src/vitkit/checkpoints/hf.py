@@ -279,8 +279,8 @@ def read_hf(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> 
 def hf_config_dict(cfg: ViTConfig) -> dict[str, Any]:
     """The transformers ``ViTConfig`` fields of a vitkit config (raises if HF cannot express it)."""
     problems = []
-    if not cfg.transformer or cfg.resnet is not None:
-        problems.append("hybrid/ResNet models have no HF ViT form")
+    if not cfg.transformer or cfg.resnet is not None or cfg.stem_channels:
+        problems.append("hybrid/ResNet/convolutional-stem models have no HF ViT form")
     if cfg.classifier not in ("token", "token_unpooled"):
         problems.append(f"classifier={cfg.classifier!r} (HF ViT always pools the class token)")
     if cfg.norm_after_pool:

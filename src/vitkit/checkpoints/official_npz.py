@@ -329,6 +329,11 @@ def model_to_params(model: nn.Module, naming: str = "released") -> dict[str, np.
             f"{cfg.name}: gelu={cfg.gelu!r}, layer_norm_eps={cfg.layer_norm_eps}; the official model computes "
             "tanh GELU with LayerNorm eps 1e-6, so an .npz of these weights would compute something else"
         )
+    if cfg.stem_channels:
+        raise CheckpointError(
+            f"{cfg.name}: stem_channels={cfg.stem_channels}: the official model has no convolutional stem, so an "
+            ".npz of these weights would be read back as a different network: save as .safetensors"
+        )
     state = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in model.state_dict().items()}
     rules = layout_rules(cfg, list(state), NAMINGS[naming])
     out: dict[str, np.ndarray] = {}

@@ -12,7 +12,8 @@ from .api import load_model
 from .catalogue import default_for_model, list_entries
 from .errors import CheckpointError
 
-_ARCH_FIELDS = ("transformer", "resnet", "patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers")
+_ARCH_FIELDS = ("transformer", "resnet", "stem_channels", "stem_strides", "patch_size", "hidden_size", "mlp_dim",
+                "num_heads", "num_layers")
 
 
 def create_pretrained(name: str, num_classes: int | None, image_size: int | tuple[int, int] | None,

@@ -39,6 +39,7 @@ from .errors import CheckpointError, check_state_dict
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _UNIT = re.compile(r"^resnet\.stages\.(\d+)\.(\d+)\.")
+_STEM_CONV = re.compile(r"^conv_stem\.layers\.(\d+)\.conv\.weight$")
 
 
 def _field(name: str, aliases: Mapping[str, str] | None) -> str:
@@ -92,6 +93,12 @@ def _check_fields(cfg: ViTConfig, shapes: Mapping[str, tuple[int, ...]], source:
             raise _mismatch(source, "resnet.width_factor", cfg.resnet.width_factor, aliases,
                             f"resnet.conv_root.weight has shape {root} ({root[0]} channels, "
                             f"expected {cfg.resnet.width})")
+    convs = {int(m.group(1)): tuple(s) for k, s in shapes.items() if (m := _STEM_CONV.match(k))}
+    found = tuple(convs[i][0] if i in convs and len(convs[i]) == 4 else None for i in range(len(convs)))
+    if found != cfg.stem_channels:
+        raise _mismatch(source, "stem_channels", cfg.stem_channels, aliases,
+                        f"the file's convolutional stem has output channels {found}" if convs
+                        else "the file has no convolutional stem")
     if cfg.transformer:
         blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK.match(k))}
         if len(blocks) != cfg.num_layers:
@@ -105,7 +112,7 @@ def _check_fields(cfg: ViTConfig, shapes: Mapping[str, tuple[int, ...]], source:
             if tuple(emb[2:]) != cfg.patch_size:
                 raise _mismatch(source, "patch_size", cfg.patch_size, aliases,
                                 f"the patch embedding has shape {emb} ({emb[2]}x{emb[3]} patches)")
-            if cfg.resnet is None and emb[1] != cfg.in_chans:
+            if cfg.resnet is None and not cfg.stem_channels and emb[1] != cfg.in_chans:
                 raise _mismatch(source, "in_chans", cfg.in_chans, aliases,
                                 f"the patch embedding has shape {emb} ({emb[1]} input channels)")
         fc1 = _shape_of(shapes, "blocks.0.mlp.fc1.weight")

@@ -31,8 +31,10 @@ POSEMB_RESAMPLE = ("bilinear", "bicubic")
 INT_LIMITS: dict[str, tuple[int, int]] = {
     "hidden_size": (1, 65536), "mlp_dim": (0, 262144), "num_heads": (1, 65536), "num_layers": (0, 1024),
     "num_classes": (0, 2**24), "in_chans": (1, 4096), "representation_size": (1, 65536),
-    "patch_size": (1, 4096), "image_size": (1, 65536),
+    "patch_size": (1, 4096), "image_size": (1, 65536), "stem_channels": (1, 65536), "stem_strides": (1, 4),
 }
+# Convolutions of a convolutional stem (``stem_channels``) a config may ask for.
+MAX_STEM_LAYERS = 16
 # Fractions (inclusive low, exclusive high) and other bounded floats.
 FLOAT_LIMITS: dict[str, tuple[float, float]] = {
     "dropout_rate": (0.0, 1.0), "attention_dropout_rate": (0.0, 1.0), "drop_path_rate": (0.0, 1.0),
@@ -151,6 +153,11 @@ class ViTConfig:
     image_size: tuple[int, int] = (224, 224)
     in_chans: int = 3
     resnet: ResNetConfig | None = None
+    # A convolutional stem instead of the ResNet one (Xiao et al. 2021, "Early Convolutions Help Transformers See
+    # Better"): per entry a 3x3 convolution with that many output channels and stride, BatchNorm and ReLU, before
+    # the patch embedding. () = none. Not in the official code; only vitkit's own files can hold it.
+    stem_channels: tuple[int, ...] = ()
+    stem_strides: tuple[int, ...] = ()
     transformer: bool = True
     # Numerics that differ between the official code and other ports.
     layer_norm_eps: float = 1e-6
@@ -206,6 +213,11 @@ class ViTConfig:
             raise ConfigFieldError("mean", f"mean has {len(self.mean)} entries but std has {len(self.std)}")
         if any(x <= 0 for x in self.std):
             raise ConfigFieldError("std", f"std={self.std}: every entry must be > 0")
+        for k in ("stem_channels", "stem_strides"):
+            v = getattr(self, k)
+            if not isinstance(v, (tuple, list)) or len(v) > MAX_STEM_LAYERS:
+                raise ConfigFieldError(k, f"{k}={v!r}: expected a list of at most {MAX_STEM_LAYERS} integers")
+            put(k, tuple(_int_field(k, x) for x in v))
         if isinstance(self.resnet, dict):
             put("resnet", ResNetConfig(**self.resnet))
         if self.resnet is not None and not isinstance(self.resnet, ResNetConfig):
@@ -246,6 +258,13 @@ class ViTConfig:
                                            "entries each")
         if not self.transformer and self.resnet is None:
             raise UserError("transformer=False (a plain ResNet) needs a resnet config")
+        if len(self.stem_channels) != len(self.stem_strides):
+            raise ConfigFieldError("stem_strides", f"stem_channels={self.stem_channels} has {len(self.stem_channels)} "
+                                   f"entries but stem_strides={self.stem_strides} has {len(self.stem_strides)}: "
+                                   "one stride per convolution")
+        if self.stem_channels and (self.resnet is not None or not self.transformer):
+            raise ConfigFieldError("stem_channels", f"stem_channels={self.stem_channels}: a convolutional stem "
+                                   "replaces the ResNet stem, so it needs resnet=null and transformer=true")
         if self.class_names is not None and self.num_classes and len(self.class_names) != self.num_classes:
             raise ConfigFieldError(
                 "class_names",
@@ -258,6 +277,7 @@ class ViTConfig:
                     f"image_size={self.image_size} is not divisible by the total stride {step} "
                     f"(patch {self.patch_size}"
                     + (f" x ResNet reduction {self.resnet.reduction}" if self.resnet else "")
+                    + (f" x stem strides {self.stem_strides}" if self.stem_channels else "")
                     + f") along dimension {dim}"
                 )
 
@@ -271,9 +291,23 @@ class ViTConfig:
         return 1 if self.has_class_token else 0
 
     @property
+    def stem_reduction(self) -> int:
+        """Spatial down-sampling before the patch embedding (the ResNet's or the convolutional stem's)."""
+        if self.resnet is not None:
+            return self.resnet.reduction
+        return math.prod(self.stem_strides)
+
+    @property
+    def stem_out_channels(self) -> int:
+        """Channels the patch embedding reads."""
+        if self.resnet is not None:
+            return self.resnet.out_channels
+        return self.stem_channels[-1] if self.stem_channels else self.in_chans
+
+    @property
     def stride(self) -> tuple[int, int]:
-        """Pixels per token along each axis (patch size times the ResNet reduction)."""
-        r = self.resnet.reduction if self.resnet is not None else 1
+        """Pixels per token along each axis (patch size times the stem's reduction)."""
+        r = self.stem_reduction
         if not self.transformer:
             return (1, 1)  # a plain ResNet takes any size (SAME padding)
         return (self.patch_size[0] * r, self.patch_size[1] * r)
@@ -312,6 +346,10 @@ class ViTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if not d["stem_channels"]:
+            # Written only where there is a convolutional stem, so every other model's config reads the same as
+            # before the field existed (and in versions from before it).
+            del d["stem_channels"], d["stem_strides"]
         return d
 
     def to_json(self) -> str:
@@ -328,7 +366,7 @@ class ViTConfig:
         d = dict(d)
         if d.get("resnet") is not None:
             d["resnet"] = _resnet_from_dict(d["resnet"])
-        for k in ("patch_size", "image_size", "mean", "std", "class_names"):
+        for k in ("patch_size", "image_size", "mean", "std", "class_names", "stem_channels", "stem_strides"):
             if isinstance(d.get(k), list):  # JSON lists; anything else is left to the type checks
                 d[k] = tuple(d[k])
         return cls(**d)

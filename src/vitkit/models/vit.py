@@ -18,6 +18,7 @@ from ..kernels import Linear
 from ..kernels.attention import attention
 from ..kernels.gelu import gelu
 from .config import ViTConfig
+from .convstem import ConvStem
 from .init import lecun_normal_, xavier_uniform_, zero_head
 from .posemb import resample_posemb
 from .resnet import ResNetStem
@@ -186,7 +187,8 @@ class VisionTransformer(nn.Module):
         self.config = cfg
         d = cfg.hidden_size
         self.resnet = ResNetStem(cfg.resnet, cfg.in_chans) if cfg.resnet is not None else None
-        embed_in = self.resnet.out_channels if self.resnet is not None else cfg.in_chans
+        self.conv_stem = ConvStem(cfg.stem_channels, cfg.stem_strides, cfg.in_chans) if cfg.stem_channels else None
+        embed_in = cfg.stem_out_channels
         self.embedding = nn.Conv2d(embed_in, d, cfg.patch_size, stride=cfg.patch_size)
         lecun_normal_(self.embedding.weight)
         nn.init.zeros_(self.embedding.bias)
@@ -278,6 +280,8 @@ class VisionTransformer(nn.Module):
         self._check_input(x)
         if self.resnet is not None:
             x = self.resnet(x)
+        if self.conv_stem is not None:
+            x = self.conv_stem(x)
         x = self.embedding(x)
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)

@@ -91,7 +91,7 @@ def _check_against_checkpoint(cfg: TrainConfig, loaded: Any) -> None:
         have = got.get(k)
         if k == "patch_size" and isinstance(want, int):
             want = (want, want)
-        if k == "resnet_layers":
+        if k in ("resnet_layers", "stem_channels", "stem_strides"):
             want = tuple(want)
         if want != have:
             implied = _implied_by_name(m.name, k, want)

@@ -50,7 +50,7 @@ _DECIDED_ELSEWHERE = ("name", "num_classes", "class_names", "image_size", "resne
 _VOCABULARIES = {"classifier": POOLED_CLASSIFIERS, "gelu": GELU_VARIANTS, "posemb_resample": POSEMB_RESAMPLE}
 # Fields that decide which weights exist: with model.init they come from the checkpoint.
 ARCHITECTURE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "classifier", "in_chans",
-                "transformer", "resnet_layers", "resnet_width")
+                "transformer", "resnet_layers", "resnet_width", "stem_channels", "stem_strides")
 
 
 def _override_type(name: str, tp: Any) -> Any:
@@ -82,7 +82,9 @@ ModelConfig = dataclasses.make_dataclass("ModelConfig", _model_config_fields(), 
     reads, any resolution: position embeddings are resampled, the head re-made zero-initialised).
     ``representation_size``: 0 = no pre-logits layer (a fresh task from ``init`` drops it unless set).
     ``resnet_layers``: bottleneck units per stage of a hybrid stem, ``()`` = the root block only;
-    ``resnet_width``: its width factor, int(64 * width) root channels as the official ResNet (0.5, 1, 2, ...)."""})
+    ``resnet_width``: its width factor, int(64 * width) root channels as the official ResNet (0.5, 1, 2, ...).
+    ``stem_channels`` / ``stem_strides``: a convolutional stem instead (one 3x3 conv + BatchNorm + ReLU per entry,
+    e.g. ``model.stem_channels=64,64,128,128,256 model.stem_strides=1,1,2,1,2``)."""})
 ModelConfig.__module__ = __name__
 
 
@@ -237,7 +239,8 @@ def apply_layers(cfg: TrainConfig, layers: list[list[str | tuple[str, Any]]]) ->
 
 
 # The fields an explicit model.name implies with model.init (its shape; pooling and head are the fine-tune's).
-NAME_SHAPE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
+NAME_SHAPE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width",
+              "stem_channels", "stem_strides")
 
 
 def name_shape(name: str) -> dict[str, Any]:

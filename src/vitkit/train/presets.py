@@ -156,60 +156,43 @@ def deit() -> TrainConfig:
 
 @preset
 def cifar10_cpu() -> TrainConfig:
-    """CIFAR-10 from scratch on a 2-core CPU: the paper's hybrid, R+ViT with the ResNet root block
-    (7x7/2 StdConv, GroupNorm, ReLU, 3x3/2 max-pool, as the official R+ViT) at width factor 2
-    (128 channels) plus one bottleneck stage of one unit (512 channels out), and 1x1 patches on
-    its 8x8 output at 32 px: 64 tokens + the class token.
+    """CIFAR-10 from scratch on a 2-core CPU: a ViT with a convolutional stem (ViT_C of Xiao et al.
+    2021, "Early Convolutions Help Transformers See Better"): four 3x3 convolutions with BatchNorm and
+    ReLU (32, 64, 128, 128 channels; strides 1, 2, 2, 1), then 1x1 patches on the 8x8 map at 32 px:
+    64 tokens + the class token.
 
     4 blocks of width 128 (4 heads, MLP 512), the class token as the classifier (as the paper's
     ViT), AdamW lr 2e-3 with weight decay 0.05, batch 128, short warm-up then cosine over the time
     budget, inception crop (90%-100% of the area) + flip, label smoothing 0.1, no Mixup or
-    RandAugment (a 30-minute budget is ~21 epochs, too few for such regularisers to pay off).
-    Why the class token and not global-average pooling: the loss then depends only on the last
-    block's class-token output, so that block runs on one token (the model's ``fast_paths``,
-    exact), and the run gets 5-18% more steps in the same time. Progressive resizing: the first
-    60% of the training time runs on batches downsampled to 24 px (6x6 tokens, position
-    embeddings resampled on the fly; 1.5x the images per second), the rest at 32 px. Each
-    evaluation also scores the mirrored test images (``eval_flip``: ``eval/flip_top1`` beside the
-    single-view ``eval/top1``). precision ``auto``: bf16 on CPUs with native bf16. Two torch
-    threads for the model, one loader process for augmentation; the shards are decoded into
-    memory once (``cache=memory`` in the spec), so the loader does not re-parse every JPEG each
-    epoch.
+    RandAugment. Why the class token and not global-average pooling: the last block then runs on
+    one token (the model's ``fast_paths``, exact), 5-18% more steps in the same time. Progressive
+    resizing: the first 60% of the training time runs on batches downsampled to 24 px (6x6 tokens,
+    position embeddings resampled on the fly), the rest at 32 px. Each evaluation also scores the
+    mirrored test images (``eval_flip``: ``eval/flip_top1`` beside the single-view ``eval/top1``).
+    precision ``auto``: bf16 on CPUs with native bf16. Two torch threads for the model, one loader
+    process; the shards are decoded into memory once (``cache=memory`` in the spec).
     Set ``data.train``/``data.test`` to the shards, e.g. the JPEG (q75) copy in
     ``/work/shared/data/cifar10`` (the default here; ``benchmarks/cifar10_cpu.py`` uses it, with a
-    30-minute ``schedule.time_budget_s``). Goal: 80% test top-1 within 30 minutes on 2 cores.
-    Measured (``python benchmarks/cifar10_cpu.py --minutes 30 --evals 3 seed=N``, idle machine,
-    JPEG q75 copy, single-view / flip-averaged test top-1, each run 29.5-29.6 minutes of
-    wall-clock in all, bf16): seed 0 **81.51% / 82.65%** (8,401 steps, 21.5 epochs), seed 1
-    81.19% / 82.44% (8,131), seed 2 81.21% / 82.10% (8,128), seed 3 81.59% / 82.63% (8,483),
-    seed 4 81.35% / 82.44% (8,056). Mean 81.37% single view; every run above the goal, the
-    lowest by 1.19 points.
-    The same recipe with global-average pooling (``model.classifier=gap``, the preset before
-    2026-11-26), six runs: 80.57 / 80.83 / 79.78 / 81.02 / 80.53 / 81.07% single view (7,142-7,660
-    steps), mean 80.63%, one run below the goal; before the decoded-data cache, with 6,366-6,905
-    steps: 80.10 / 80.01 / 79.75 / 80.01%.
-    How it got here, all 30-minute runs on the same data: root block only (width 64), MLP 256,
-    crop 35-100%: 68.3% fp32, 72.8% bf16; MLP 512, crop 50-100%: 74.5% (bf16, 445 images/s,
-    15.5 epochs); + width 128 and the bottleneck stage: 75.3% (12.4 epochs); + crop 75-100%:
-    77.1%; crop 90-100%: 77.3% and 78.5% (two runs, 12.3 epochs); the same with lr 3e-3: 76.5%;
-    batch 64 (lr 1.5e-3): 69.9% vs 72.5% at 15 minutes, stopped; + progressive resizing
-    (24 px for 50% / 60% of the time): 79.8% / 79.9% (16.1 / 16.7 epochs); the same with 5 blocks:
-    79.1% (15.2 epochs). Throughout, the train
-    loss stayed above the test loss: the model under-fits at this budget, so capacity, milder
-    augmentation and more images per second paid where a higher learning rate or more, smaller
-    steps did not. At a fixed 256,000 images (2026-12-03, ``benchmarks/results/cifar10_cpu/
-    fixed_images_2026-12-03/``; 71.59% for this recipe): AdamW beta2 0.99 71.77% (noise), batch 256 70.48%
-    (and not faster per image on 2 cores), width 192 at the same lr 65.56%; a 3x3/2 root without the
-    max-pool (two stages at width 0.5, the same step time) trained worse at every step.
-    5-minute runs (``--minutes 5 --evals 1``, bf16, no progressive resizing): root block only
-    54.3%, + one stage 53.0%, + width 128 53.1%, one stage without label smoothing 49.8% (the
-    bigger stems win only with more time); earlier in fp32: plain patch-4 ViT 45.7%, 6 blocks
-    45.1%, batch 64 50.1%.
+    30-minute ``schedule.time_budget_s``). Goal: 85% test top-1 within 30 minutes on 2 cores
+    (``python benchmarks/cifar10_cpu.py --minutes 30 --evals 3 seed=N``; results in
+    ``benchmarks/results/cifar10_cpu/`` and the README).
+    How the stem was chosen (2026-12-03, without the test set): a prototype with this transformer
+    trained on the first 45,000 training images and scored on the other 5,000
+    (``benchmarks/results/cifar10_cpu/stem_choice_2026-12-03/``). 6 minutes: the BiT root + one
+    bottleneck stage of the preset before (below) 74.5%, this stem 79.2% (1.4x its images/s),
+    a heavier 5-convolution stem (64, 64, 128, 128, 256) 79.8%; 12 minutes: this stem 83.5%, the
+    heavier one 81.3%.
+    The preset before, the paper's hybrid (the official R+ViT root, 7x7/2 StdConv + GroupNorm + 3x3/2
+    max-pool, width 128, plus one bottleneck unit, 512 channels), same transformer and recipe: mean
+    81.37% over five 30-minute runs (81.51 / 81.19 / 81.21 / 81.59 / 81.35%; 8,056-8,483 steps), and
+    81.40% over three with ``compile=true``. Every recipe change tried on it moved it by tenths (lr,
+    batch 64/256, AdamW beta2, crop area, 5 blocks, width 192, global-average pooling: 80.63%);
+    the stem was what held it.
     """
     return TrainConfig(
-        model=ModelConfig(name="R+ViT-Ti_16", patch_size=1, hidden_size=128, mlp_dim=512, num_heads=4,
+        model=ModelConfig(name="ViT-Ti_16", patch_size=1, hidden_size=128, mlp_dim=512, num_heads=4,
                           num_layers=4, classifier="token", representation_size=0, dropout_rate=0.0,
-                          drop_path_rate=0.0, resnet_layers=(1,), resnet_width=2),
+                          drop_path_rate=0.0, stem_channels=(32, 64, 128, 128), stem_strides=(1, 2, 2, 1)),
         data=DataConfig(train=_CIFAR10, test=_CIFAR10, image_size=32, batch_size=128,
                         crop_area=(0.9, 1.0), flip=True, label_smoothing=0.1, eval_batch_size=500,
                         shuffle_buffer=5000, num_workers=1, progressive_resize=(24, 0.6)),
