@@ -138,3 +138,37 @@ def test_mixup_prob_zero_only_smooths() -> None:
     assert torch.equal(out, x) and torch.allclose(t, smooth_one_hot(y, 6, 0.1))
     with pytest.raises(ValueError, match="labels must be in"):
         Mixup(num_classes=3)(x, y, torch.Generator())
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_pad_crop_is_a_window_of_the_reflect_padded_image(channels: int) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (8, 6, channels), dtype=np.uint8)
+    # Reference: torch's reflect padding (an independent implementation of the padding), every window of the
+    # image's size, and their mirror images.
+    padded = torch.nn.functional.pad(torch.from_numpy(a).permute(2, 0, 1)[None].float(), (2, 2, 2, 2), mode="reflect")
+    padded = padded[0].permute(1, 2, 0).byte().numpy()
+    windows = {(y, x): padded[y:y + 8, x:x + 6] for y in range(5) for x in range(5)}
+    pre = Preprocess(train=True, image_size=(8, 6), in_chans=channels, crop_area=(1.0, 1.0), crop_padding=2)
+    seen = set()
+    for i in range(600):
+        out = pre(a if channels == 3 else a[:, :, 0], sample_rng(0, 0, i), {})
+        out = out if out.ndim == 3 else out[:, :, None]
+        assert out.shape == (8, 6, channels)
+        hits = [(k, False) for k, w in windows.items() if np.array_equal(out, w)]
+        hits += [(k, True) for k, w in windows.items() if np.array_equal(out, w[:, ::-1])]
+        assert hits, f"sample {i} is no window of the padded image"
+        seen.update(hits)
+    assert len(seen) == 2 * 25  # every offset, both orientations
+
+
+def test_pad_crop_options_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"crop_padding=4 takes windows .* crop_area=\(0.9, 1.0\) .* crop_area=1,1"):
+        Preprocess(train=True, image_size=(8, 8), crop_area=(0.9, 1.0), crop_padding=4)
+    with pytest.raises(ValueError, match=r"crop_padding must be an integer in \[0, 1024\], got -1"):
+        Preprocess(train=True, image_size=(8, 8), crop_area=(1.0, 1.0), crop_padding=-1)
+    from vitkit.train.config import TrainConfig, apply_overrides
+
+    with pytest.raises(ValueError, match=r"^data.crop_padding=4 takes windows"):
+        apply_overrides(TrainConfig(), ["data.crop_padding=4", "data.crop_area=0.5,1"])
+    assert apply_overrides(TrainConfig(), ["data.crop_padding=4", "data.crop_area=1,1"]).data.crop_padding == 4

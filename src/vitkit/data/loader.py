@@ -287,16 +287,17 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
                  limit: int | None = None, shuffle: bool | None = None, num_classes: int | None = None,
                  require_all_classes: bool = True, streams: int | None = None, prefetch: int = 2,
                  max_image_pixels: int = MAX_IMAGE_PIXELS, pin_memory: bool = False,
-                 preprocess: str | None = None) -> Loader:
+                 preprocess: str | None = None, crop_padding: int = 0) -> Loader:
     """A deterministic, resumable loader of normalised NCHW float32 batches and int64 labels.
 
-    ``train`` picks the augmentation (random crop + flip [+ RandAugment]) and, unless ``shuffle``/``drop_last`` say
-    otherwise, shuffling and dropping the last partial batch. ``num_classes`` is the model's class count (labels
-    must be below it; default: the data set's own). Map-style data is validated here (empty set, labels out of
-    range, declared classes without examples -> ValueError). ``pin_memory`` hands out page-locked batches, for
-    asynchronous copies to a GPU. ``streams`` sets the number of independent shard
-    streams of a ``wds:`` source (default: one per worker). ``limit`` caps the number of samples (a fixed random
-    subset for map-style sources; per-rank share for streams). ``preprocess`` names the evaluation preprocessing
+    ``train`` picks the augmentation (random crop + flip [+ RandAugment]; ``crop_padding`` > 0: the random crop is a
+    window of the image's size in the image reflect-padded by that many pixels, instead of an inception crop) and,
+    unless ``shuffle``/``drop_last`` say otherwise, shuffling and dropping the last partial batch. ``num_classes``
+    is the model's class count (labels must be below it; default: the data set's own). Map-style data is validated
+    here (empty set, labels out of range, declared classes without examples -> ValueError). ``pin_memory`` hands out
+    page-locked batches, for asynchronous copies to a GPU. ``streams`` sets the number of independent shard streams
+    of a ``wds:`` source (default: one per worker). ``limit`` caps the number of samples (a fixed random subset for
+    map-style sources; per-rank share for streams). ``preprocess`` names the evaluation preprocessing
     (:data:`vitkit.data.preprocess.PREPROCESSINGS`; None: :func:`~vitkit.data.preprocess.default_preprocess` of
     ``mean``/``std``); it is ``loader.preprocess``.
     """
@@ -322,7 +323,7 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
         preprocess = default_preprocess(mean, std, in_chans, eval_resize)
     pre = Preprocess(train=train, image_size=size, in_chans=in_chans, eval_resize=eval_resize,
                      randaugment=randaugment, crop_area=crop_area, flip=flip, max_pixels=max_image_pixels,
-                     preprocess=preprocess)
+                     preprocess=preprocess, crop_padding=crop_padding)
     collate = _Collate(tuple(mean), tuple(std), size, in_chans)
     p = parse_spec(spec)
     where = f"data {spec!r} split {split!r}"

@@ -225,8 +225,8 @@ def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: Any, dist: Dis
                   pin_memory=pin_memory)  # page-locked: the copies to the GPU are asynchronous
     train_loader = data.build_loader(
         dcfg.train, split=dcfg.train_split, train=True, batch_size=plan.micro, randaugment=dcfg.randaugment,
-        crop_area=dcfg.crop_area, flip=dcfg.flip, shuffle_buffer=dcfg.shuffle_buffer, drop_last=True,
-        limit=dcfg.limit, **common)
+        crop_area=dcfg.crop_area, crop_padding=dcfg.crop_padding, flip=dcfg.flip, shuffle_buffer=dcfg.shuffle_buffer,
+        drop_last=True, limit=dcfg.limit, **common)
     if plan.test_spec is None:
         return train_loader, None, True
     test_kw = dict(split=dcfg.test_split, train=False, batch_size=dcfg.eval_batch_size,

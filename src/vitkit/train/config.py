@@ -31,7 +31,7 @@ import yaml
 
 from ..data.preprocess import PREPROCESSINGS
 from ..data.spec import SPLIT_NAMES
-from ..data.transforms import EVAL_RESIZE
+from ..data.transforms import EVAL_RESIZE, check_crop
 from ..errors import UserError
 from ..models.config import GELU_VARIANTS, POOLED_CLASSIFIERS, POSEMB_RESAMPLE, ViTConfig
 from ..perf import PRECISIONS
@@ -107,6 +107,9 @@ class DataConfig:
     # evaluation preprocessing (vitkit.data.preprocess): None = vit_jax for the official [-1, 1] normalisation, else pil
     eval_preprocess: Literal[(*PREPROCESSINGS, None)] = None
     crop_area: tuple[float, float] = (0.05, 1.0)
+    # > 0: the training crop is a window of the image's own size in the image reflect-padded by this many pixels
+    # (the CIFAR ResNets' crop) instead of an inception crop; needs crop_area=1,1.
+    crop_padding: int = 0
     flip: bool = True
     randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)
     # (size, fraction): progressive resizing. The first ``fraction`` of training (of the steps, or
@@ -313,9 +316,10 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
-    lo, hi = cfg.data.crop_area
-    if not 0 < lo <= hi <= 1:
-        raise UserError(f"data.crop_area={cfg.data.crop_area} must satisfy 0 < min <= max <= 1")
+    try:
+        check_crop(cfg.data.crop_area, cfg.data.crop_padding)
+    except UserError as e:
+        raise UserError(f"data.{e}") from None
     if cfg.data.progressive_resize is not None:
         size, frac = cfg.data.progressive_resize
         h, w = image_hw(cfg.data)
