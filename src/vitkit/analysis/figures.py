@@ -83,7 +83,8 @@ def embedding_pca(model: nn.Module, num_components: int = 28) -> tuple[torch.Ten
     check_analyzable(model)
     if model.config.resnet is not None or model.config.stem_channels:
         raise UserError(
-            "not applicable to a hybrid: its patch embedding is a convolution over the stem's channels, not pixels"
+            "not applicable to a hybrid: its patch embedding (1x1 on a ResNet stem) reads the stem's channels, "
+            "not pixels"
         )
     w = model.embedding.weight.detach().double()  # (D, C, ph, pw)
     x = w.reshape(w.shape[0], -1).cpu().numpy()
