@@ -81,7 +81,7 @@ def embedding_pca(model: nn.Module, num_components: int = 28) -> tuple[torch.Ten
     (k, C, p, p) (each defined up to sign).
     """
     check_analyzable(model)
-    if model.config.resnet is not None or model.config.stem_channels:
+    if model.config.has_stem:
         raise UserError(
             "not applicable to a hybrid: its patch embedding (1x1 on a ResNet stem) reads the stem's channels, "
             "not pixels"

@@ -279,7 +279,7 @@ def read_hf(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> 
 def hf_config_dict(cfg: ViTConfig) -> dict[str, Any]:
     """The transformers ``ViTConfig`` fields of a vitkit config (raises if HF cannot express it)."""
     problems = []
-    if not cfg.transformer or cfg.resnet is not None or cfg.stem_channels:
+    if not cfg.transformer or cfg.has_stem:
         problems.append("hybrid/ResNet/convolutional-stem models have no HF ViT form")
     if cfg.classifier not in ("token", "token_unpooled"):
         problems.append(f"classifier={cfg.classifier!r} (HF ViT always pools the class token)")

@@ -289,7 +289,7 @@ def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our weights under timm's names. Build the timm model with ``act_layer='gelu_tanh'`` for an
     official (tanh-GELU) model, and ``global_pool='avg', fc_norm=False`` for an official gap model."""
     cfg: ViTConfig = model.config  # type: ignore[assignment]
-    if not cfg.transformer or cfg.resnet is not None or cfg.stem_channels:
+    if not cfg.transformer or cfg.has_stem:
         raise CheckpointError(f"{cfg.name}: timm export covers plain ViTs; hybrids/ResNets/convolutional stems have "
                               "other timm layouts")
     if cfg.classifier not in ("token", "gap"):

@@ -112,7 +112,7 @@ def _check_fields(cfg: ViTConfig, shapes: Mapping[str, tuple[int, ...]], source:
             if tuple(emb[2:]) != cfg.patch_size:
                 raise _mismatch(source, "patch_size", cfg.patch_size, aliases,
                                 f"the patch embedding has shape {emb} ({emb[2]}x{emb[3]} patches)")
-            if cfg.resnet is None and not cfg.stem_channels and emb[1] != cfg.in_chans:
+            if not cfg.has_stem and emb[1] != cfg.in_chans:
                 raise _mismatch(source, "in_chans", cfg.in_chans, aliases,
                                 f"the patch embedding has shape {emb} ({emb[1]} input channels)")
         fc1 = _shape_of(shapes, "blocks.0.mlp.fc1.weight")

@@ -291,6 +291,11 @@ class ViTConfig:
         return 1 if self.has_class_token else 0
 
     @property
+    def has_stem(self) -> bool:
+        """Whether a stem (ResNet or convolutional) runs before the patch embedding: a hybrid in the paper's sense."""
+        return self.resnet is not None or bool(self.stem_channels)
+
+    @property
     def stem_reduction(self) -> int:
         """Spatial down-sampling before the patch embedding (the ResNet's or the convolutional stem's)."""
         if self.resnet is not None:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .resnet import eager_cpu
+
 
 class BatchNorm2d(nn.Module):
     """``nn.BatchNorm2d`` (momentum 0.1, eps 1e-5) without the integer ``num_batches_tracked`` counter.
@@ -47,13 +49,6 @@ class ConvBNReLU(nn.Module):
         return F.relu(self.norm(self.conv(x)))
 
 
-def _channels_last_pays(x: torch.Tensor) -> bool:
-    # oneDNN's CPU convolutions and BatchNorm run on channels-last (NHWC) without reorders; tracers and
-    # inductor get the plain graph.
-    return (x.device.type == "cpu" and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling())
-
-
 class ConvStem(nn.Module):
     """(N, C, H, W) -> (N, channels[-1], H / prod(strides), W / prod(strides))."""
 
@@ -64,6 +59,6 @@ class ConvStem(nn.Module):
         self.out_channels = channels[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _channels_last_pays(x):
+        if eager_cpu(x):  # oneDNN's CPU convolutions and BatchNorm run on channels-last without reorders
             x = x.contiguous(memory_format=torch.channels_last)
         return self.layers(x)
