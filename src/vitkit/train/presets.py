@@ -183,12 +183,12 @@ def cifar10_cpu() -> TrainConfig:
     bottleneck stage of the preset before (below) 74.5%, this stem 79.2% (1.4x its images/s),
     a heavier 5-convolution stem (64, 64, 128, 128, 256) 79.8%; 12 minutes: this stem 83.5%, the
     heavier one 81.3%.
-    Measured, 30-minute runs (``python benchmarks/cifar10_cpu.py --minutes 30 --evals 3 seed=N``,
-    JPEG q75 copy, single-view / flip-averaged test top-1, 2026-12-03, Xeon/AMX): seed 0 **85.46%** /
-    86.10% (14,012 steps, 36 epochs), seed 1 **84.73%** / 85.76% (14,122 steps), seed 2 (2026-12-04)
-    **85.16%** / 86.12% (13,089 steps); mean **85.12%** / 85.99% over the three seeds. The prototype's choice included its crop (the padded window); the
-    first port used the inception crop (90-100% of the area) instead, and gave 83.34% / 84.72% on
-    seed 0 (14,226 steps), so the port now uses the crop the prototype chose on the held-out split.
+    Measured, 30-minute runs (``python benchmarks/cifar10_cpu.py --minutes 30 --evals 3 seed=N``, JPEG q75 copy,
+    single-view / flip-averaged test top-1, 2026-12-03, Xeon/AMX): seed 0 **85.46%** / 86.10% (14,012 steps, 36
+    epochs), seed 1 **84.73%** / 85.76% (14,122 steps), seed 2 (2026-12-04) **85.16%** / 86.12% (13,089 steps); mean
+    **85.12%** / 85.99% over the three seeds. The prototype's choice included its crop (the padded window); the
+    first port used the inception crop (90-100% of the area) instead, and gave 83.34% / 84.72% on seed 0 (14,226
+    steps), so the port now uses the crop the prototype chose on the held-out split.
     The preset before, the paper's hybrid (the official R+ViT root, 7x7/2 StdConv + GroupNorm + 3x3/2
     max-pool, width 128, plus one bottleneck unit, 512 channels), same transformer and recipe: mean
     81.37% over five 30-minute runs (81.51 / 81.19 / 81.21 / 81.59 / 81.35%; 8,056-8,483 steps), and
