@@ -21,7 +21,7 @@ _LAZY = {
     "fewshot": ".evaluate.fewshot_lsr",
     "ViTConfig": ".models",
     "create_model": ".factory",
-    "list_models": ".models",
+    "list_models": ".factory",
 }
 
 __all__ = [
@@ -32,8 +32,8 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from .checkpoints import CheckpointError, load_model, save_model
     from .evaluate.fewshot_lsr import fewshot
-    from .factory import create_model
-    from .models import ViTConfig, list_models
+    from .factory import create_model, list_models
+    from .models import ViTConfig
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ Specs: ``digits``, ``folder:PATH``, ``mnist:PATH``, ``cifar:PATH``, ``wds:PATTER
 """
 
 from .catalog import dataset_info, validate_dataset
+from .image_input import ImageTransform, create_transform
 from .loader import Loader, LoaderStats, build_loader
 from .mixup import Mixup, smooth_one_hot
 from .pickles import RestrictedUnpickler, safe_load_pickle
@@ -19,8 +20,8 @@ from .transforms import MAX_IMAGE_PIXELS, Preprocess, decode_image, randaugment
 from .wds import write_wds_shards
 
 __all__ = [
-    "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "PREPROCESSINGS", "SPLIT_NAMES", "DatasetInfo", "Loader", "LoaderStats",
-    "Mixup", "Preprocess", "RestrictedUnpickler", "build_loader", "dataset_info", "decode_image",
-    "default_preprocess", "parse_spec", "randaugment", "safe_load_pickle", "smooth_one_hot", "validate_dataset",
-    "write_wds_shards",
+    "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "PREPROCESSINGS", "SPLIT_NAMES", "DatasetInfo", "ImageTransform", "Loader",
+    "LoaderStats", "Mixup", "Preprocess", "RestrictedUnpickler", "build_loader", "create_transform", "dataset_info",
+    "decode_image", "default_preprocess", "parse_spec", "randaugment", "safe_load_pickle", "smooth_one_hot",
+    "validate_dataset", "write_wds_shards",
 ]

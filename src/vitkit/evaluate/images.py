@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..data.image_input import ImageLike, ImageTransform
 from ..data.preprocess import IMAGE_SUFFIXES, check_preprocess, default_preprocess
 from ..errors import UserError
 
@@ -52,47 +52,28 @@ def find_images(inputs: Iterable[str | Path]) -> ImageList:
     return found
 
 
-def _decode(path: Path, h: int, w: int, in_chans: int, preprocess: str) -> np.ndarray:
-    """HWC array in [0, 255] at (h, w), decoded exactly as the eval data pipeline does."""
-    from ..data.transforms import BadImage, Preprocess
-
-    pre = Preprocess(train=False, image_size=(h, w), in_chans=in_chans, eval_resize="resize", preprocess=preprocess)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
-    try:
-        return pre(raw, None, {})
-    except BadImage as e:
-        raise UserError(f"{path}: cannot read the image ({e})") from None
-
-
 def resolve_preprocess(preprocess: str | None, mean: Sequence[float], std: Sequence[float], in_chans: int) -> str:
     """The preprocessing that runs: ``preprocess``, or the default for this normalisation; checked."""
     return check_preprocess(default_preprocess(mean, std, in_chans) if preprocess is None else preprocess, in_chans)
 
 
 def load_image(
-    path: str | Path, image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], in_chans: int = 3,
+    image: ImageLike, image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], in_chans: int = 3,
     preprocess: str | None = None,
 ) -> torch.Tensor:
-    """One image file as a normalised float32 (C, H, W) tensor. Raises ValueError if unreadable.
+    """One image (a file path, bytes, a PIL image or a uint8 array) as a normalised float32 (C, H, W) tensor, as
+    :func:`vitkit.data.create_transform` makes it. Raises :class:`~vitkit.errors.UserError` if unreadable.
 
     ``preprocess``: a name of :data:`vitkit.data.preprocess.PREPROCESSINGS`; None: ``vit_jax`` when
     mean = std = 0.5 (the official [-1, 1] normalisation), else ``pil``.
     """
+    return _transform(image_size, mean, std, in_chans, preprocess)(image)
+
+
+def _transform(image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], in_chans: int,
+               preprocess: str | None) -> ImageTransform:
     h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
-    if in_chans not in (1, 3):
-        raise UserError(f"image files can be fed to 1- or 3-channel models only; this model takes {in_chans}")
-    name = resolve_preprocess(preprocess, mean, std, in_chans)
-    arr = _decode(Path(path), h, w, in_chans, name)
-    if arr.shape[2] != in_chans:
-        raise UserError(f"{path}: decoded {arr.shape[2]} channels but the model takes {in_chans}")
-    # Same float32 arithmetic as the data loader's collate: (x / 255 - mean) / std.
-    x = arr.astype(np.float32) / np.float32(255.0)
-    m = np.asarray(mean[:in_chans], dtype=np.float32)
-    s = np.asarray(std[:in_chans], dtype=np.float32)
-    return torch.from_numpy(((x - m) / s).transpose(2, 0, 1).copy())
+    return ImageTransform(image_size=(h, w), mean=mean, std=std, in_chans=in_chans, preprocess=preprocess)
 
 
 def load_images(
@@ -104,11 +85,11 @@ def load_images(
 
     Returns (images (N, C, H, W), the paths decoded, [(path, reason)] skipped).
     """
-    name = resolve_preprocess(preprocess, mean, std, in_chans)  # a bad name fails once, not once per file
+    transform = _transform(image_size, mean, std, in_chans, preprocess)  # a bad name fails once, not once per file
     tensors, ok, skipped = [], [], []
     for p in paths:
         try:
-            tensors.append(load_image(p, image_size, mean, std, in_chans, preprocess=name))
+            tensors.append(transform(p))
             ok.append(p)
         except ValueError as e:
             skipped.append((str(p), str(e)))

@@ -11,10 +11,11 @@ from torch import nn
 
 from .config import ViTConfig
 from .init import zero_head
+from .model_api import ModelApi
 from .resnet import ResNetStem
 
 
-class BiTResNet(nn.Module):
+class BiTResNet(ModelApi, nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         if cfg.transformer or cfg.resnet is None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from .bit import BiTResNet
 from .config import ResNetConfig, ViTConfig
+from .timm_names import TIMM_NAMES, split_tag, timm_config
 from .vit import VisionTransformer
 
 _REGISTRY: dict[str, ViTConfig] = {}
@@ -65,9 +66,12 @@ for _depth, _layers in _BIT_DEPTHS.items():
 
 
 def canonical_name(name: str) -> str:
-    """Map the paper's spelling (``ViT-B/16``, ``R50+ViT-B/16``) to the official names."""
+    """Map the paper's spelling (``ViT-B/16``, ``R50+ViT-B/16``) to the official names; a timm name
+    (``vit_base_patch16_224``, a pretrained tag dropped) is its own canonical name."""
     if name in _REGISTRY:
         return name
+    if timm_config(name) is not None:
+        return split_tag(name)[0]
     candidate = name.replace("/", "_")
     if candidate in _REGISTRY:
         return candidate
@@ -76,16 +80,19 @@ def canonical_name(name: str) -> str:
         return lowered[candidate.lower()]
     from ..errors import unknown_name
 
-    raise unknown_name("model name", name, list_models(),
-                       f"`vitkit models` lists the {len(list_models())} names (with parameters and GFLOPs)")
+    raise unknown_name("model name", name, [*list_models(), *TIMM_NAMES],
+                       f"`vitkit models` lists the {len(list_models())} names (with parameters and GFLOPs); "
+                       f"timm's names are accepted too (vitkit.list_models('vit_*'))")
 
 
 def list_models() -> list[str]:
+    """The official names (vit_jax's model table and the BiT ResNets), in table order. The public
+    :func:`vitkit.list_models` adds timm's names, patterns and the pretrained filter."""
     return list(_REGISTRY)
 
 
 def get_config(name: str, **overrides: Any) -> ViTConfig:
-    cfg = _REGISTRY[canonical_name(name)]
+    cfg = timm_config(name) or _REGISTRY[canonical_name(name)]
     if "resnet" in overrides and isinstance(overrides["resnet"], dict):
         overrides["resnet"] = ResNetConfig(**overrides["resnet"])
     return cfg.replace(**overrides) if overrides else cfg

@@ -20,6 +20,7 @@ from ..kernels.gelu import gelu
 from .config import ViTConfig
 from .convstem import ConvStem
 from .init import lecun_normal_, xavier_uniform_, zero_head
+from .model_api import ModelApi
 from .posemb import resample_posemb
 from .resnet import ResNetStem
 
@@ -157,7 +158,7 @@ def _check_indices(indices: Sequence[int] | None, n: int, what: str) -> list[int
     return out
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ModelApi, nn.Module):
     """ViT and hybrid ViT. Input: float NCHW, normalised as ``config.mean``/``config.std``.
 
     Speed is declared on the model and chosen inside its one ``forward``, per call:

@@ -10,19 +10,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.model_api import NO_WEIGHT_DECAY
 from .config import OptimConfig, ScheduleConfig
-
-# Parameters that are never weight-decayed (big_vision decays only ``kernel``s).
-_NO_DECAY_NAMES = ("pos_embedding", "cls")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay for matrices and kernels; none for biases, norms and the parameters of
+    :data:`~vitkit.models.model_api.NO_WEIGHT_DECAY` (the models' ``no_weight_decay()``; big_vision decays only
+    ``kernel``s). Matched by the parameter's leaf name, so a wrapped model (DDP, FSDP, compiled) gets the same."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         leaf = name.split(".")[-1]
-        if p.ndim <= 1 or leaf in _NO_DECAY_NAMES or name.endswith("bias"):
+        if p.ndim <= 1 or leaf in NO_WEIGHT_DECAY or name.endswith("bias"):
             no_decay.append(p)
         else:
             decay.append(p)
