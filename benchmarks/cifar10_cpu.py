@@ -55,7 +55,7 @@ def evaluate_checkpoints(cfg, out: Path, step_time: dict[int, float]) -> list[di
     from vitkit import load_model
     from vitkit.data import build_loader
     from vitkit.evaluate.core import evaluate_accuracy
-    from vitkit.train.checkpoint import list_checkpoints, load_checkpoint
+    from vitkit.training_checkpoint import list_checkpoints, load_checkpoint
 
     model = load_model(out / "model.safetensors")
     c = model.config

@@ -1,5 +1,5 @@
 """Structure of the package: no import cycles (lazy imports inside functions count), no oversized modules
-(issue 17 item 5). No exceptions."""
+(issue 17 item 5), and imports only go down the layers (issue 28). No exceptions."""
 
 import ast
 from pathlib import Path
@@ -8,6 +8,20 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_LINES = 410  # "about 400"
+
+# The house, lowest layer first: a package or top-level module may import from layers below its own, never from
+# its own layer's other members or from above (lazy imports inside functions count). A new package gets a row.
+LAYERS: list[set[str]] = [
+    {"errors"},
+    {"kernels", "data", "analysis", "training_checkpoint"},
+    {"models"},
+    {"checkpoints"},
+    {"perf"},
+    {"factory", "evaluate", "export"},
+    {"train"},
+    {"cli"},
+    {"__main__"},
+]
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -73,6 +87,37 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def _part(module: str) -> str:
+    """``vitkit.checkpoints.hf`` -> ``checkpoints``; ``vitkit.errors`` -> ``errors``."""
+    return module.split(".")[1]
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that go sideways or up the layers: ``module -> imported``."""
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    return sorted(
+        f"{m} -> {d}" for m, deps in graph.items() if m != "vitkit" for d in deps
+        if d != "vitkit" and _part(m) != _part(d) and rank[_part(d)] >= rank[_part(m)]
+    )
+
+
+def test_layer_check_finds_an_upward_import():
+    # the upward import issue 28 removed: checkpoints.sources reached into train for the run-folder file names
+    assert _upward({"vitkit.checkpoints.sources": {"vitkit.train.checkpoint", "vitkit.models.config"}}) == [
+        "vitkit.checkpoints.sources -> vitkit.train.checkpoint"]
+    assert _upward({"vitkit.train.loop": {"vitkit.evaluate.core"}, "vitkit.evaluate.core": {"vitkit.export"}}) == [
+        "vitkit.evaluate.core -> vitkit.export"]  # a layer's members do not import each other either
+
+
+def test_every_package_has_a_layer():
+    placed = set().union(*LAYERS)
+    assert {_part(m) for m in _modules() if m != "vitkit"} <= placed
+
+
+def test_imports_go_down_the_layers():
+    assert _upward(_graph()) == []
 
 
 def test_cycle_finder_finds_a_cycle():

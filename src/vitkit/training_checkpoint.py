@@ -1,4 +1,9 @@
-"""Resumable training checkpoints: ``OUT/checkpoints/step_XXXXXXXX.pt``.
+"""The training-checkpoint format, in one place: ``vitkit train``'s resumable checkpoints
+``OUT/checkpoints/step_XXXXXXXX.pt`` (file names, write, read, detect).
+
+It sits below both :mod:`vitkit.train` (which decides *what* a checkpoint holds: ``train.state``) and
+:mod:`vitkit.checkpoints` (which builds a model out of one: ``checkpoints.training``), so neither reaches
+into the other for the format.
 
 A checkpoint is a ``torch.save`` of plain containers of tensors, numbers and strings (model,
 optimiser, EMA, grad-scaler state, RNG states as uint8 tensors, data position, step), read
@@ -14,20 +19,31 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+FOLDER = "checkpoints"  # under the run's --out
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
+PATTERN = "step_*.pt"  # what _NAME matches, as a glob (for messages and people)
 
 
 def checkpoint_path(out: Path, step: int) -> Path:
-    return Path(out) / "checkpoints" / f"step_{step:08d}.pt"
+    return Path(out) / FOLDER / f"step_{step:08d}.pt"
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files of saves cut short (SIGKILL between write and rename)."""
+    folder = Path(out) / FOLDER
+    if folder.is_dir():
+        for stale in folder.glob(".step_*.tmp*"):  # atomic_torch_save's temporary name
+            stale.unlink(missing_ok=True)
 
 
 def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
-    folder = Path(out) / "checkpoints"
+    folder = Path(out) / FOLDER
     if not folder.is_dir():
         return []
     found = []
@@ -59,7 +75,7 @@ def _fsync_dir(path: Path) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # remove_stale_temporaries() knows this name
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -75,10 +91,10 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 def last_good_checkpoint(out: Path) -> Path | None:
     """The newest checkpoint that met the good-checkpoint rule (``checkpoints/good.json``), if it exists."""
     try:
-        name = json.loads((Path(out) / "checkpoints" / "good.json").read_text())["file"]
+        name = json.loads((Path(out) / FOLDER / "good.json").read_text())["file"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    path = Path(out) / "checkpoints" / str(name)
+    path = Path(out) / FOLDER / str(name)
     return path if _NAME.match(path.name) and path.is_file() else None
 
 
@@ -87,7 +103,7 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep_last: int)
     newest good one: ``state["meta"]["good"]``)."""
     path = checkpoint_path(out, step)
     atomic_torch_save(state, path)
-    folder = Path(out) / "checkpoints"
+    folder = Path(out) / FOLDER
     if state.get("meta", {}).get("good"):
         tmp = folder / ".good.json.tmp"
         tmp.write_text(json.dumps({"step": step, "file": path.name}))
@@ -99,8 +115,13 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep_last: int)
     # A readable sidecar: what the checkpoint holds, for people and scripts.
     meta = {"step": step, "file": path.name, **{k: v for k, v in state.get("meta", {}).items()
                                                   if isinstance(v, (int, float, str, bool))}}
-    (Path(out) / "checkpoints" / "latest.json").write_text(json.dumps(meta, indent=1))
+    (folder / "latest.json").write_text(json.dumps(meta, indent=1))
     return path
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    # weights_only: plain containers of tensors, numbers and strings; nothing that could run code.
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -108,9 +129,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path, mmap=False)
     except Exception as e:  # a truncated or foreign file: say which one
         raise ValueError(f"{path}: not a readable vitkit training checkpoint ({type(e).__name__}: {e})") from e
+
+
+def is_training_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a training checkpoint (a ``.pt`` holding ``model``, ``optimizer`` and ``meta.step``)."""
+    if not (path.is_file() and path.suffix == ".pt"):
+        return False
+    try:
+        obj = _torch_load(path, mmap=True)
+    except Exception:  # noqa: BLE001 - not ours (other formats say why they cannot read it)
+        return False
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    return isinstance(meta, Mapping) and "model" in obj and "optimizer" in obj and "step" in meta
 
 
 def rng_state() -> dict[str, Any]:

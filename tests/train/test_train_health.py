@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from vitkit.train import loop
-from vitkit.train.checkpoint import list_checkpoints, save_checkpoint
 from vitkit.train.config import apply_overrides
-from vitkit.train.health import WINDOW, LossWatch, checkpoint_health, last_good_checkpoint
+from vitkit.train.health import WINDOW, LossWatch, checkpoint_health
 from vitkit.train.presets import get_preset
+from vitkit.training_checkpoint import last_good_checkpoint, list_checkpoints, save_checkpoint
 
 TINY = ["model.patch_size=4", "model.hidden_size=32", "model.mlp_dim=64", "model.num_heads=2",
         "model.num_layers=2", "data.train=digits", "data.image_size=8", "data.batch_size=16",

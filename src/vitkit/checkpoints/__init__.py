@@ -1,6 +1,6 @@
 """Checkpoint readers and writers, one module per format, behind ``load_model``/``save_model``.
 
-Formats register themselves in :data:`FORMATS` (see :mod:`.formats`); ``load_model`` detects
+The formats are listed in :data:`.formats.FORMATS`, in detection order; ``load_model`` detects
 the format from the file, builds the architecture it describes and adapts it the way the
 official ``load_pretrained`` does.
 """

@@ -16,13 +16,7 @@ from .formats import FORMATS, Format, get_format
 __all__ = ["adapt_model", "detect_format", "load_model", "save_model", "writer_format"]
 
 
-def _load_plugins() -> None:
-    # Importing a format module registers it; kept lazy so `import vitkit` stays light.
-    from . import plugins  # noqa: F401
-
-
 def detect_format(path: str | os.PathLike[str]) -> Format:
-    _load_plugins()
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint not found: {p}")
@@ -50,7 +44,6 @@ def load_model(
     """
     from .sources import resolve
 
-    _load_plugins()
     resolved = resolve(source, progress=progress)
     p = resolved.path
     fmt = get_format(format) if format else detect_format(p)
@@ -68,7 +61,6 @@ _READ_HINTS = {"classifier", "gelu", "layer_norm_eps", "name", "num_heads"}
 
 def writer_format(path: str | os.PathLike[str], format: str | None = None) -> Format:
     """The writable format named by ``format``, or else the one the file suffix implies."""
-    _load_plugins()
     p = Path(path)
     if format is not None:
         fmt = get_format(format)

@@ -397,13 +397,3 @@ def save_hf(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
     return path
 
-
-def _register() -> None:
-    from .formats import Format, register_format
-
-    register_format(Format(
-        "hf", "Hugging Face transformers ViT (save_pretrained directory or state dict)", is_hf, read_hf, save_hf, (),
-    ))
-
-
-_register()

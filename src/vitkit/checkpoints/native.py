@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -127,3 +128,13 @@ def read_native(path: Path, verify: bool = True) -> tuple[ViTConfig, dict[str, t
 def load_native(path: Path, verify: bool = True) -> nn.Module:
     cfg, tensors = read_native(path, verify)
     return build_checked(cfg, tensors, str(path), verify=verify)
+
+
+def read_native_model(path: Path, verify: bool = True, **hints: Any) -> nn.Module:
+    """The format entry (:mod:`.formats`): the model, with ``hints`` as explicit overrides of its recorded config."""
+    model = load_native(path, verify)
+    if hints:
+        from .adapt import adapt_model
+
+        model = adapt_model(model, **hints)
+    return model

@@ -362,14 +362,3 @@ def save_npz(model: nn.Module, path: str | os.PathLike[str], naming: str = "rele
     os.replace(tmp, path)
     return path
 
-
-def _register() -> None:
-    from .formats import Format, register_format
-
-    register_format(Format(
-        "npz", "official google-research/vision_transformer .npz (both naming generations, hybrids)",
-        is_npz, read_npz, save_npz, (".npz",),
-    ))
-
-
-_register()

@@ -54,11 +54,11 @@ def run_folder_weights(folder: Path) -> Path | None:
     final = folder / "model.safetensors"
     if final.is_file():
         return final
-    from ..train.checkpoint import latest_checkpoint
+    from ..training_checkpoint import FOLDER, PATTERN, latest_checkpoint
 
     newest = latest_checkpoint(folder)
     if newest is None:
-        raise CheckpointError(f"{folder}: a run folder without model.safetensors or checkpoints/step_*.pt "
+        raise CheckpointError(f"{folder}: a run folder without model.safetensors or {FOLDER}/{PATTERN} "
                               "(the run saved nothing yet)")
     return newest
 

@@ -348,14 +348,3 @@ def save_timm(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     os.replace(tmp, path)
     return path
 
-
-def _register() -> None:
-    from .formats import Format, register_format
-
-    register_format(Format(
-        "timm", "timm vision_transformer state dict (.pth / .safetensors)", is_timm, read_timm, save_timm,
-        (".pth", ".pt"),
-    ))
-
-
-_register()

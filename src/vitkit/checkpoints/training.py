@@ -1,7 +1,8 @@
-"""``vitkit train``'s resumable checkpoints (``RUN/checkpoints/step_XXXXXXXX.pt``) as a read-only format.
+"""``vitkit train``'s resumable checkpoints (``RUN/checkpoints/step_XXXXXXXX.pt``) as a read-only format:
+the model out of one.
 
-A training checkpoint is a ``torch.save`` of plain containers (see :mod:`vitkit.train.checkpoint`),
-read with ``torch.load(weights_only=True)``. Its ``meta.model_config`` is the model's full
+The file format (names, write, read, detect) is :mod:`vitkit.training_checkpoint`'s: a ``torch.save`` of
+plain containers, read with ``torch.load(weights_only=True)``. Its ``meta.model_config`` is the model's full
 :class:`ViTConfig` (JSON, with the class names), so nothing about the architecture is guessed; a
 file without it is refused. ``ema=True`` reads the EMA weights instead of the trained ones.
 """
@@ -17,24 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..training_checkpoint import load_checkpoint
 from .errors import CheckpointError
 from .tensorfile import check_zip_crc
 from .validate import build_checked, parse_config
-
-
-def _load(path: Path, mmap: bool) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-
-
-def is_training_checkpoint(path: Path) -> bool:
-    if not (path.is_file() and path.suffix == ".pt"):
-        return False
-    try:
-        obj = _load(path, mmap=True)
-    except Exception:  # noqa: BLE001 - not ours (other formats say why they cannot read it)
-        return False
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    return isinstance(meta, Mapping) and "model" in obj and "optimizer" in obj and "step" in meta
 
 
 def read_training_checkpoint(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> nn.Module:
@@ -42,9 +29,9 @@ def read_training_checkpoint(path: str | os.PathLike[str], verify: bool = True, 
     if verify:
         check_zip_crc(path)  # torch.load never checks the archive's CRC-32s
     try:
-        st = _load(path, mmap=False)
-    except Exception as e:  # noqa: BLE001 - a truncated file raises anything from the zip reader
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
+        st = load_checkpoint(path)
+    except ValueError as e:  # a truncated file raises anything from the zip reader; load_checkpoint says which
+        raise CheckpointError(str(e)) from e
     meta = st.get("meta") if isinstance(st, Mapping) else None
     raw = meta.get("model_config") if isinstance(meta, Mapping) else None
     if not raw:
@@ -64,14 +51,3 @@ def read_training_checkpoint(path: str | os.PathLike[str], verify: bool = True, 
         model = adapt_model(model, **hints)
     return model
 
-
-def _register() -> None:
-    from .formats import Format, register_format
-
-    register_format(Format(
-        "train", "vitkit training checkpoint (RUN/checkpoints/step_N.pt, with its model config)",
-        is_training_checkpoint, read_training_checkpoint, None, (".pt",),
-    ))
-
-
-_register()

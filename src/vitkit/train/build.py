@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..models.config import ResNetConfig
-from .checkpoint import latest_checkpoint
+from ..training_checkpoint import latest_checkpoint, remove_stale_temporaries
 from .config import ARCHITECTURE, TrainConfig, image_hw
 from .dist import DistInfo
 
@@ -45,9 +45,8 @@ def prepare_process(cfg: TrainConfig, d: DistInfo, out: Path, resume: bool) -> P
         torch.backends.cudnn.benchmark = False
     # The same seed on every rank: FSDP (unlike DDP) does not broadcast rank 0's initial weights.
     torch.manual_seed(cfg.seed)
-    if d.is_main and (out / "checkpoints").is_dir():
-        for stale in (out / "checkpoints").glob(".step_*.tmp*"):  # a save cut short by SIGKILL
-            stale.unlink(missing_ok=True)
+    if d.is_main:
+        remove_stale_temporaries(out)
     if not resume and latest_checkpoint(out) is not None:
         raise ValueError(f"{out} already holds checkpoints; pass --resume to continue that run or choose "
                          "another --out")

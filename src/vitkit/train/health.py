@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from ..checkpoints.validate import all_finite
-from .checkpoint import last_good_checkpoint  # noqa: F401 - re-exported: the loop reads both from here
 
 WINDOW = 10
 FACTOR, MARGIN = 2.0, 1.0

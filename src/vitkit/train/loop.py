@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import data as data_api
 from ..evaluate.metrics import compute_loss
+from ..training_checkpoint import last_good_checkpoint, load_checkpoint
 from . import step as step_api  # looked up per call: the one step (tests count its calls)
 from .build import (
     build_loaders,
@@ -41,11 +42,10 @@ from .build import (
     prepare_process,
     resume_model,
 )
-from .checkpoint import load_checkpoint
 from .config import TrainConfig, copy_config, save_yaml, validate
 from .dist import DistInfo, all_reduce_, barrier, init_distributed, resolve_device, wrap_model
 from .guard import StopRequests, TrainingDiverged, read_flags, step_flags
-from .health import LossWatch, last_good_checkpoint
+from .health import LossWatch
 from .inputs import StepInputs
 from .metrics import RunLog, last_eval, run_summary
 from .optim import EMA, build_optimizer, lr_multiplier

@@ -1,6 +1,6 @@
 """The run's resumable state (model, optimiser, EMA, grad scaler, RNG, data position), with or without FSDP.
 
-File handling (atomic writes, naming, ``keep_last``) is :mod:`vitkit.train.checkpoint`'s; this module decides
+File handling (atomic writes, naming, ``keep_last``) is :mod:`vitkit.training_checkpoint`'s; this module decides
 *what* a checkpoint holds and how it goes back into the live objects. Under FSDP every rank takes part in
 gathering and scattering the full state dicts (collectives), only rank 0 writes.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..training_checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, to_dict
 from .dist import DistInfo, barrier
 from .health import LossWatch, checkpoint_health
@@ -79,7 +79,7 @@ class RunState:
         if self.dist.is_main:
             path = save_checkpoint(self.out, step, st, self.cfg.keep_last)
         barrier()
-        return path or self.out / "checkpoints" / f"step_{step:08d}.pt", good
+        return path or checkpoint_path(self.out, step), good
 
     def load(self, path: Path, st: dict[str, Any] | None = None) -> dict[str, Any]:
         """Restore every live object from ``path`` (already read: ``st``); returns the checkpoint's ``meta``."""
