@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,13 @@ def check_analyzable(model: nn.Module) -> None:
 @torch.no_grad()
 def collect_attention_stats(
     model: nn.Module, images: torch.Tensor, batch_size: int = 8,
+    on_batch: Callable[[list[torch.Tensor]], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rollout (N, patches), mean attention distance (layers, heads)) over ``images``.
 
     Processed in chunks so that the per-layer (B, heads, T, T) maps of large models fit in memory;
-    the distance is averaged over all images (each chunk weighted by its size).
+    the distance is averaged over all images (each chunk weighted by its size). ``on_batch`` sees each chunk's
+    per-layer maps (the HTML explorer keeps them, quantised, from the same forward pass).
     """
     check_analyzable(model)
     cfg = model.config
@@ -57,6 +59,8 @@ def collect_attention_stats(
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]
         atts = [a.float() for a in model.get_attention_maps(x)]
+        if on_batch is not None:
+            on_batch(atts)
         rollouts.append(attention_rollout(atts, cfg.num_prefix_tokens))
         d = mean_attention_distance(atts, cfg.stride, cfg.num_prefix_tokens).double() * len(x)
         dist_sum = d if dist_sum is None else dist_sum + d
@@ -206,15 +210,23 @@ def draw_posemb_similarity(sim: np.ndarray, grid: tuple[int, int], path: Path) -
     fig.savefig(path)
 
 
-def draw_filters(components: np.ndarray, path: Path) -> None:
-    """Figure 7 (left): each principal component scaled to [0, 1] and shown as an image."""
+def filters_rgb(components: np.ndarray) -> np.ndarray:
+    """(k, C, p, p) principal components -> (k, p, p, 3) images in [0, 1], each component scaled to its own range;
+    not RGB: the first input channel in grey."""
     k = len(components)
     comp = components.transpose(0, 2, 3, 1)  # (k, p, p, C)
     lo = comp.reshape(k, -1).min(axis=1).reshape(k, 1, 1, 1)
     hi = comp.reshape(k, -1).max(axis=1).reshape(k, 1, 1, 1)
     comp = (comp - lo) / np.maximum(hi - lo, 1e-12)
-    if comp.shape[-1] != 3:  # not RGB: show the first input channel in grey
+    if comp.shape[-1] != 3:
         comp = np.repeat(comp[..., :1], 3, axis=-1)
+    return comp
+
+
+def draw_filters(components: np.ndarray, path: Path) -> None:
+    """Figure 7 (left): each principal component scaled to [0, 1] and shown as an image."""
+    k = len(components)
+    comp = filters_rgb(components)
     cols = min(7, k)
     mosaic = _mosaic(comp, cols)
     mosaic = np.where(np.isnan(mosaic), 1.0, mosaic)  # white gaps

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     examples=["vitkit analyze --model vit.safetensors photo.jpg --out runs/figures",
                               "vitkit analyze --model imagenet21k+imagenet2012/ViT-B_16 --data folder:imagenet/val "
                               "--num-images 16 --out runs/figures",
-                              "vitkit analyze --model runs/c10 --data digits --image-size 32 --out runs/figures"])
+                              "vitkit analyze --model runs/c10 --data digits --image-size 32 --num-images 4 "
+                              "--out runs/figures --html runs/figures/explorer.html"])
     add_model(p, extra=" (a ViT or hybrid)")
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="image files, folders, or data specs (digits, folder:PATH, wds:..., mnist:..., cifar:...)")
@@ -41,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_image_size(p)
     add_preprocess(p)
     add_batch_size(p, default=8, extra=" (per forward pass)")
+    p.add_argument("--html", metavar="OUT.html",
+                   help="also write an interactive page: each query patch's attention per layer and head, the "
+                        "figures' numbers; one self-contained file that opens from disk in a browser (no network)")
+    p.add_argument("--layers", metavar="LIST",
+                   help="with --html: the layers whose per-head attention the page stores: 'all', or numbers from 1 "
+                        "such as 1,6,12 or 10-12 (default: as many as fit in about 10 MB, spread over the depth)")
     add_json(p, what="analysis.json's summary (figure paths, skipped figures)")
     p.set_defaults(func=run)
 
@@ -55,14 +62,27 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no images: give image files or folders, or --data SPEC")
     model = load_for_inference(args.model, args.image_size)
     check_analyzable(model)  # a BiT ResNet fails here, before any image is read
+    layers = None
+    if args.layers is not None:
+        if not args.html:
+            raise UserError("--layers chooses what the --html page stores: give --html OUT.html too")
+        from ..analysis.explorer import parse_layers
+
+        layers = parse_layers(args.layers, len(model.blocks))
     images, labels = gather_images(model.config, inputs, args.num_images, split=args.split,
                                    batch_size=args.batch_size, preprocess=args.preprocess, with_labels=True)
     res = write_figures(model, images, args.out, batch_size=args.batch_size, labels=labels)
     cfg = model.config
     res["preprocess"] = resolve_preprocess(args.preprocess, cfg.mean, cfg.std, cfg.in_chans)
+    keys = ["figures", "skipped", "json", "image_size", "num_images", "preprocess"]
+    if args.html:
+        from ..analysis.explorer import write_explorer
+
+        res["explorer"] = write_explorer(model, images, args.html, labels=labels, layers=layers,
+                                         batch_size=args.batch_size)
+        keys.append("explorer")
     if args.json:
-        print(json.dumps({k: res[k] for k in ("figures", "skipped", "json", "image_size", "num_images",
-                                              "preprocess")}, indent=1))
+        print(json.dumps({k: res[k] for k in keys}, indent=1))
         return 0
     print(f"preprocessing: {res['preprocess']}")
     for name, path in res["figures"].items():
@@ -70,4 +90,10 @@ def run(args: argparse.Namespace) -> int:
     for name, why in res["skipped"].items():
         print(f"skipped {name}: {why}")
     print(f"wrote {res['json']}")
+    if args.html:
+        ex = res["explorer"]
+        print(f"wrote {ex['html']} ({ex['bytes'] / 1e6:.1f} MB; per-head attention of layers "
+              f"{', '.join(map(str, ex['layers'])) or 'none'}): open it in a browser")
+        for note in ex["notes"]:
+            print(f"note: {note}")
     return 0
