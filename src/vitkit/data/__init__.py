@@ -5,8 +5,10 @@
 >>> loader = build_loader("digits", image_size=16, batch_size=64)
 >>> images, labels = next(iter(loader))               # float32 (64, 3, 16, 16) in [-1, 1], int64 (64,)
 
-Specs: ``digits``, ``folder:PATH``, ``mnist:PATH``, ``cifar:PATH``, ``wds:PATTERN[?num_classes=K]``; see
-:mod:`vitkit.data.spec`. Determinism and bad-data handling: :mod:`vitkit.data.loader`.
+Specs: ``digits``, ``folder:PATH``, ``mnist:PATH``, ``cifar:PATH``, ``hf:PATH``, ``wds:PATTERN[?num_classes=K]``;
+see :mod:`vitkit.data.spec`. In place of a spec, Python callers may pass their own ``torch.utils.data.Dataset`` of
+``(image, label)`` items or a Hugging Face ``datasets.Dataset``/``DatasetDict`` (:mod:`vitkit.data.objects`).
+Determinism and bad-data handling: :mod:`vitkit.data.loader`.
 """
 
 from .catalog import dataset_info, validate_dataset

@@ -64,13 +64,13 @@ class _MapBatches(Dataset):
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
 
-    def _one(self, i: int, meta: dict[str, Any]) -> np.ndarray:
+    def _one(self, i: int, meta: dict[str, Any]) -> tuple[np.ndarray, int]:
         rng = sample_rng(self.seed, self.epoch, i) if self.pre.train else None
         try:
-            raw = self.source.load(i)
+            raw, label = self.source.sample(i)
         except OSError as e:
             raise BadImage("unreadable", str(e)) from None
-        return self.pre(raw, rng, meta["converted"])
+        return self.pre(raw, rng, meta["converted"]), label
 
     def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         meta = _new_meta()
@@ -81,8 +81,9 @@ class _MapBatches(Dataset):
             for k in range(_MAX_SUBSTITUTES if self.substitute else 1):
                 j = (i + k) % n
                 try:
-                    arrays.append(self._one(j, meta))
-                    labels.append(int(self.source.labels[j]))
+                    a, label = self._one(j, meta)
+                    arrays.append(a)
+                    labels.append(label)
                     break
                 except BadImage as e:
                     _skip(meta, e.reason, self.source.name(j), str(e))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import UserError
 from .sources import open_map_source
-from .spec import DatasetInfo, canonical_split, parse_spec
+from .spec import DatasetInfo, canonical_split, describe_data, parse_spec
 from .wds import resolve_wds
 
 
-def dataset_info(spec: str, split: str = "train") -> DatasetInfo:
-    """Number of classes, class names and size of ``spec``'s ``split`` (size is None for undeclared streams)."""
+def dataset_info(spec: str | Any, split: str = "train") -> DatasetInfo:
+    """Number of classes, class names and size of ``spec``'s ``split`` (size is None for undeclared streams).
+    ``spec`` may be a data object (:mod:`vitkit.data.objects`)."""
     p = parse_spec(spec)
     if p.kind == "wds":
         return resolve_wds(p, canonical_split(split)).info()
@@ -34,7 +37,7 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str, *, require_al
                              f"missing classes {missing[:20]}{' ...' if len(missing) > 20 else ''}")
 
 
-def validate_dataset(spec: str, split: str = "train", *, num_classes: int | None = None,
+def validate_dataset(spec: str | Any, split: str = "train", *, num_classes: int | None = None,
                      require_all_classes: bool = True) -> DatasetInfo:
     """Check ``spec``/``split`` before training: not empty, labels in range, no declared class missing.
 
@@ -44,7 +47,7 @@ def validate_dataset(spec: str, split: str = "train", *, num_classes: int | None
     """
     p = parse_spec(spec)
     split = canonical_split(split)
-    where = f"data {spec!r} split {split!r}"
+    where = f"data {describe_data(spec)} split {split!r}"
     if p.kind == "wds":
         ws = resolve_wds(p, split)
         ws.check_first_shard(num_classes if num_classes is not None else ws.num_classes)
@@ -56,5 +59,5 @@ def validate_dataset(spec: str, split: str = "train", *, num_classes: int | None
     k = src.num_classes if num_classes is None else int(num_classes)
     if num_classes is not None and num_classes < src.num_classes:
         raise UserError(f"{where}: data has {src.num_classes} classes but num_classes={num_classes}")
-    check_labels(src.labels, k, where, require_all=require_all_classes)
+    check_labels(src.known_labels(), k, where, require_all=require_all_classes)
     return src.info()

@@ -2,10 +2,11 @@
 
 Determinism contract
 --------------------
-* Map-style sources (digits, folder, mnist, cifar): the epoch's sample order is ``default_rng([seed, epoch])``'s
-  permutation when training (no shuffle for evaluation), split over ranks as ``order[rank::world_size]``. Training
-  truncates the order to a multiple of ``world_size`` so every rank runs the same number of steps (at most
-  ``world_size - 1`` different samples left out per epoch); evaluation keeps every sample exactly once.
+* Map-style sources (digits, folder, mnist, cifar, hf, the user's Dataset objects): the epoch's sample order is
+  ``default_rng([seed, epoch])``'s permutation when training (no shuffle for evaluation), split over ranks as
+  ``order[rank::world_size]``. Training truncates the order to a multiple of ``world_size`` so every rank runs the
+  same number of steps (at most ``world_size - 1`` different samples left out per epoch); evaluation keeps every
+  sample exactly once.
   Every random augmentation decision of sample ``i`` comes from ``sample_rng(seed, epoch, i)``. Batch ``b`` is a
   pure function of (seed, epoch, rank, world_size, b): identical for any ``num_workers`` and after a resume.
 * Streams (wds): a rank's shards are dealt to ``streams`` independent streams (default: one per worker), each with its
@@ -48,7 +49,7 @@ from .batches import _cache_options, _Collate, _decode_into_memory, _MapBatches,
 from .catalog import check_labels
 from .preprocess import default_preprocess
 from .sources import MapSource, open_map_source
-from .spec import parse_spec
+from .spec import describe_data, parse_spec
 from .stats import LoaderStats
 from .transforms import MAX_IMAGE_PIXELS, Preprocess
 from .wds import WdsSource, resolve_wds
@@ -76,7 +77,7 @@ class Loader:
     out of the loop keeps the position (``state_dict()`` reports it); iterating again continues from there.
     """
 
-    def __init__(self, *, spec: str, source: MapSource | WdsSource, pre: Preprocess, collate: _Collate,
+    def __init__(self, *, spec: str | Any, source: MapSource | WdsSource, pre: Preprocess, collate: _Collate,
                  batch_size: int, seed: int, rank: int, world_size: int, num_workers: int, shuffle: bool,
                  drop_last: bool, shuffle_buffer: int, limit: int | None, streams: int | None, prefetch: int,
                  pin_memory: bool = False):
@@ -134,7 +135,7 @@ class Loader:
     def __len__(self) -> int:
         n = self.num_batches()
         if n is None:
-            raise TypeError(f"the number of batches of {self.spec!r} is unknown: declare num_examples "
+            raise TypeError(f"the number of batches of {describe_data(self.spec)} is unknown: declare num_examples "
                             f"(spec '?num_examples=N' or meta.json)")
         return n
 
@@ -189,7 +190,7 @@ class Loader:
                 self._stream_state = self._fresh_stream_state()
         elif batches > (self.num_batches_for(epoch)):
             raise UserError(f"state dict position {batches} is beyond the {self.num_batches_for(epoch)} batches of "
-                             f"epoch {epoch} of {self.spec!r} (different data or batch size?)")
+                             f"epoch {epoch} of {describe_data(self.spec)} (different data or batch size?)")
         self._epoch, self._batches = epoch, batches
         self.stats = LoaderStats.from_dict(sd.get("stats", {}))
 
@@ -278,7 +279,7 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (int(h), int(w))
 
 
-def build_loader(spec: str, *, split: str = "train", train: bool = True, image_size: int | tuple[int, int] = 224,
+def build_loader(spec: str | Any, *, split: str = "train", train: bool = True, image_size: int | tuple[int, int] = 224,
                  batch_size: int = 32, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
                  std: tuple[float, ...] = (0.5, 0.5, 0.5), in_chans: int = 3, num_workers: int | None = None,
                  seed: int = 0, rank: int = 0, world_size: int = 1, eval_resize: str = "resize",
@@ -326,7 +327,7 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
                      preprocess=preprocess, crop_padding=crop_padding)
     collate = _Collate(tuple(mean), tuple(std), size, in_chans)
     p = parse_spec(spec)
-    where = f"data {spec!r} split {split!r}"
+    where = f"data {describe_data(spec)} split {split!r}"
     source: MapSource | WdsSource
     cache_meta: dict[str, Any] | None = None
     if p.kind == "wds":
@@ -355,7 +356,7 @@ def build_loader(spec: str, *, split: str = "train", train: bool = True, image_s
         k = source.num_classes if num_classes is None else int(num_classes)
         if num_classes is not None and num_classes < source.num_classes:
             raise UserError(f"{where}: data has {source.num_classes} classes but num_classes={num_classes}")
-        check_labels(source.labels, k, where, require_all=require_all_classes and limit is None)
+        check_labels(source.known_labels(), k, where, require_all=require_all_classes and limit is None)
         small = source.in_memory and len(source) * max(size) ** 2 <= 4096 * 64 * 64
         if len(source) < world_size:
             raise UserError(f"{where}: {len(source)} samples cannot be split over {world_size} ranks")

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from .mapsource import MapSource
 from .pickles import RestrictedUnpickler, safe_load_pickle
 from .preprocess import IMAGE_SUFFIXES
-from .spec import DatasetInfo, ParsedSpec, canonical_split, parse_spec, split_candidates
+from .spec import ParsedSpec, canonical_split, parse_spec, split_candidates
 
 __all__ = ["ArraySource", "DecodedSource", "FolderSource", "MapSource", "ParsedSpec", "RestrictedUnpickler",
            "open_map_source", "parse_spec", "safe_load_pickle"]
@@ -30,32 +31,6 @@ DIGITS_TEST_FRACTION = 0.2
 
 # ----------------------------------------------------------------------------------------------------------------
 # Map-style sources: everything the loader needs is a length, labels and a way to fetch sample i.
-
-
-class MapSource:
-    """Random-access source. ``labels`` is an int64 array; ``load(i)`` returns a uint8 array or encoded bytes."""
-
-    kind = ""
-    in_memory = True
-    channels = 3
-
-    def __init__(self, labels: np.ndarray, class_names: list[str] | None, num_classes: int, split: str):
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.class_names = class_names
-        self.num_classes = int(num_classes)
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def load(self, i: int) -> np.ndarray | bytes:
-        raise NotImplementedError
-
-    def name(self, i: int) -> str:
-        return f"{self.kind}[{self.split}][{i}]"
-
-    def info(self) -> DatasetInfo:
-        return DatasetInfo(self.num_classes, self.class_names, len(self), False, self.kind, self.split, self.channels)
 
 
 class ArraySource(MapSource):
@@ -344,10 +319,16 @@ def _cifar_source(root: str, split: str, options: dict[str, str]) -> ArraySource
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def open_map_source(spec: str, split: str = "train") -> MapSource:
-    """The map-style source for ``spec``/``split`` (not for ``wds:``)."""
+def open_map_source(spec: str | Any, split: str = "train") -> MapSource:
+    """The map-style source for ``spec``/``split`` (not for ``wds:``); ``spec`` may be a data object."""
     p = parse_spec(spec)
     split = canonical_split(split)
+    if p.kind in ("torch", "hf"):
+        from .objects import load_hf_path, open_object_source
+
+        if p.obj is not None:
+            return open_object_source(p.obj, split)
+        return open_object_source(load_hf_path(p.path), split, p.options, name=f"'hf:{p.path}'")
     if p.kind == "digits":
         return _digits_source(split)
     if p.kind == "folder":

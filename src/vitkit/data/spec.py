@@ -13,6 +13,9 @@ Spec grammar: ``KIND[:PATH][?key=value&key=value]``.
   ``test``, ``meta``; ``?labels=coarse`` for the 20 super-classes) python batches, in a folder or the original
   ``.tar.gz``. The batches are pickles: they are read with :class:`RestrictedUnpickler`, which only rebuilds
   dicts/lists/str/bytes/numbers and plain numpy arrays and refuses every other global.
+* ``hf:PATH`` - Hugging Face ``datasets`` data: a ``save_to_disk`` folder or parquet files (``?image=COL&label=COL``
+  pick the columns); see :mod:`vitkit.data.objects`, which also reads the user's own Dataset objects passed in
+  place of a spec.
 * ``wds:PATTERN`` - WebDataset shards, streamed (see :mod:`vitkit.data.wds`). PATTERN is a brace pattern
   (``train-{000000..000004}.tar.gz``), may contain ``{split}``, or is a directory holding ``SPLIT-*.tar[.gz]``.
   Query keys: ``num_classes``, ``num_examples`` (``N``, or per split ``train:50000,test:10000``), ``classes``
@@ -27,10 +30,11 @@ from __future__ import annotations
 import os
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import UserError, did_you_mean
 
-KINDS = ("digits", "folder", "mnist", "cifar", "wds")
+KINDS = ("digits", "folder", "mnist", "cifar", "hf", "wds")
 # The split names, decided here only: "validation" is another name for "val". Sources without a val split
 # fall back to test (and the other way round): split_candidates() gives the order to look in.
 SPLITS = ("train", "test", "val")
@@ -56,12 +60,17 @@ class ParsedSpec:
     kind: str
     path: str
     options: dict[str, str] = field(default_factory=dict)
+    obj: Any = None  # the user's data object (kind "torch" or "hf"), when one was passed instead of a string
 
 
-def parse_spec(spec: str) -> ParsedSpec:
-    """Split ``KIND:PATH?k=v`` into its parts; unknown kinds are a ValueError listing the valid ones."""
+def parse_spec(spec: str | Any) -> ParsedSpec:
+    """Split ``KIND:PATH?k=v`` into its parts; unknown kinds are a ValueError listing the valid ones. A data object
+    (:mod:`vitkit.data.objects`) gives kind ``torch`` or ``hf`` and ``obj``."""
+    if is_data_object(spec):
+        return ParsedSpec(object_kind(spec), "", {}, spec)
     if not isinstance(spec, str) or not spec:
-        raise UserError(f"data spec must be a non-empty string like 'digits' or 'folder:PATH', got {spec!r}")
+        raise UserError(f"data must be a non-empty spec string like 'digits' or 'folder:PATH', a "
+                        f"torch.utils.data.Dataset or a datasets.Dataset; got {type(spec).__name__} {spec!r:.80}")
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
@@ -76,6 +85,49 @@ def parse_spec(spec: str) -> ParsedSpec:
         raise UserError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
     return ParsedSpec(kind, os.path.expanduser(rest), options)
 
+
+
+# -- the user's data objects, passed in place of a spec (read by vitkit.data.objects) ---------------------------
+
+
+def hf_type(obj: Any) -> str | None:
+    """``"Dataset"``, ``"DatasetDict"``, ``"IterableDataset"``, ``"IterableDatasetDict"`` for ``datasets`` objects
+    (told by their classes' module, so that ``datasets`` need not be imported to recognise them), else None."""
+    for cls in type(obj).__mro__:
+        if cls.__module__.split(".")[0] == "datasets" and cls.__name__ in (
+                "Dataset", "DatasetDict", "IterableDataset", "IterableDatasetDict"):
+            return cls.__name__
+    return None
+
+
+def is_data_object(obj: Any) -> bool:
+    """Whether ``obj`` is a data object vitkit reads (a torch ``Dataset`` or a ``datasets`` object)."""
+    from torch.utils.data import Dataset
+
+    return not isinstance(obj, str) and (isinstance(obj, Dataset) or hf_type(obj) is not None)
+
+
+def object_kind(obj: Any) -> str:
+    """``hf`` for ``datasets`` objects, ``torch`` for torch Datasets."""
+    return "hf" if hf_type(obj) is not None else "torch"
+
+
+def has_splits(obj: Any) -> bool:
+    """Whether a data object holds named splits (a ``DatasetDict``); any other object is one split."""
+    return hf_type(obj) in ("DatasetDict", "IterableDatasetDict")
+
+
+def describe_data(spec: str | Any) -> str:
+    """The data's name in messages: the spec string quoted, or a one-line description of a data object
+    (``torch Dataset MyData (1438 items)``)."""
+    if not is_data_object(spec):
+        return repr(spec)
+    kind = hf_type(spec)
+    try:
+        n = f" (splits {', '.join(spec)})" if has_splits(spec) else f" ({len(spec)} items)"
+    except TypeError:
+        n = ""
+    return f"datasets.{kind}{n}" if kind else f"torch Dataset {type(spec).__name__}{n}"
 
 
 def canonical_split(split: str) -> str:

@@ -318,8 +318,8 @@ def pad_crop_box(im: Image.Image, rng: random.Random, padding: int) -> tuple[Ima
 
 
 class Preprocess:
-    """Picklable per-sample transform: raw sample (uint8 array or encoded bytes) -> HWC array with values in [0, 255]
-    (uint8, or float32 from the TF-exact evaluation resize)."""
+    """Picklable per-sample transform: raw sample (uint8 array, encoded bytes, or a PIL image from a user's
+    Dataset) -> HWC array with values in [0, 255] (uint8, or float32 from the TF-exact evaluation resize)."""
 
     def __init__(self, *, train: bool, image_size: tuple[int, int], in_chans: int = 3, eval_resize: str = "resize",
                  randaugment: tuple[int, int] | None = None, crop_area: tuple[float, float] = (0.05, 1.0),
@@ -358,6 +358,12 @@ class Preprocess:
         if isinstance(raw, np.ndarray):  # in-memory sources are known-format: no conversion counted
             im = Image.fromarray(raw)
             return im if im.mode == self.mode else im.convert(self.mode)
+        if isinstance(raw, Image.Image):  # decoded by a user's Dataset: converted (and counted) as a decoded file
+            if raw.width * raw.height > self.max_pixels:
+                raise BadImage("too_large", f"{raw.width}x{raw.height} > {self.max_pixels} pixels")
+            if raw.width == 0 or raw.height == 0:
+                raise BadImage("corrupt", "zero-sized image")
+            return to_mode(raw, self.mode, counts)
         if self.tf_eval:
             return Image.fromarray(self._tf_decode(raw, counts))
         return to_mode(decode_image(raw, self.max_pixels), self.mode, counts)
@@ -365,6 +371,8 @@ class Preprocess:
     def __call__(self, raw: Any, rng: random.Random | None, counts: dict[str, int]) -> np.ndarray:
         h, w = self.size
         if self.tf_eval:  # TensorFlow's decode and resize, exactly (vitkit.data.preprocess)
+            if isinstance(raw, Image.Image):  # a user's decoded image: Pillow's conversion to RGB, then TF's resize
+                raw = np.asarray(self.to_image(raw, counts), dtype=np.uint8)
             if isinstance(raw, np.ndarray):
                 a = raw if raw.ndim == 3 else raw[:, :, None]
                 a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a  # grey arrays: TF's grayscale_to_rgb

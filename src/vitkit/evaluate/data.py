@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import UserError
 
-_SPEC = re.compile(r"^(digits|folder|wds|mnist|cifar)(:|\?|$)")
+_SPEC = re.compile(r"^(digits|folder|wds|mnist|cifar|hf)(:|\?|$)")
 
 
 def is_data_spec(text: str) -> bool:
