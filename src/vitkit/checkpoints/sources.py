@@ -19,6 +19,7 @@ A source is, in this order:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -61,6 +62,18 @@ def run_folder_weights(folder: Path) -> Path | None:
         raise CheckpointError(f"{folder}: a run folder without model.safetensors or {FOLDER}/{PATTERN} "
                               "(the run saved nothing yet)")
     return newest
+
+
+def vitkit_folder_weights(folder: Path) -> Path | None:
+    """The weights of a folder ``save_pretrained`` wrote in vitkit's own format (its config.json says
+    ``"library_name": "vitkit"``), or None for any other folder."""
+    cfg = folder / "config.json"
+    try:
+        small = cfg.is_file() and cfg.stat().st_size < 1 << 20
+        ours = small and json.loads(cfg.read_text())["library_name"] == "vitkit"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return folder / "model.safetensors" if ours and (folder / "model.safetensors").is_file() else None
 
 
 def _hf_cache_dir() -> str:
@@ -125,14 +138,15 @@ def resolve(source: str | os.PathLike[str], *, progress: bool = True) -> Resolve
     p = Path(text)
     if not is_url(text) and not text.startswith(HF_PREFIX) and p.exists():
         if p.is_dir():
-            weights = run_folder_weights(p)
+            weights = run_folder_weights(p) or vitkit_folder_weights(p)
             if weights is not None:
                 return Resolved(text, weights)
         return Resolved(text, p)
     if is_url(text):
         return Resolved(text, download(text, progress=progress))
     if text.startswith(HF_PREFIX):
-        return Resolved(text, resolve_hf_hub(text))
+        folder = resolve_hf_hub(text)
+        return Resolved(text, vitkit_folder_weights(folder) or folder)
     entry = lookup(text)
     if entry is not None:
         return Resolved(text, download(entry.url, progress=progress), {"name": entry.model}, entry)

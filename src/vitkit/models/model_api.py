@@ -7,6 +7,8 @@ models' own). Everything is read from the model's :class:`~vitkit.models.ViTConf
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -73,3 +75,33 @@ class ModelApi:
     def default_cfg(self) -> dict[str, Any]:
         """timm's older name for :attr:`pretrained_cfg`."""
         return self.pretrained_cfg
+
+    # -- Hugging Face Hub verbs: facades over vitkit.checkpoints.hub, where the file formats live. The one import
+    # from models/ up into checkpoints/ (lazy; tests/test_architecture.py names it): HF and timm users call these
+    # on the model, so they must be methods of it.
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *,
+                        card: Mapping[str, Any] | None = None) -> Any:
+        """A Hub-ready folder: transformers' layout where it has the architecture, else vitkit's; with a model
+        card (``card``: data, result, license). See :func:`vitkit.checkpoints.hub.save_pretrained`."""
+        from ..checkpoints.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, card=card)  # type: ignore[arg-type]
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload :meth:`save_pretrained`'s folder to the Hub (``private``, ``token``, ``commit_message``,
+        ``card``, ``revision``). See :func:`vitkit.checkpoints.hub.push_to_hub`."""
+        from ..checkpoints.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike[str], **overrides: Any) -> Any:
+        """A saved folder, any ``load_model`` source, or a Hub repository id (``ORG/NAME``); ``overrides`` as
+        ``load_model`` takes them (``num_classes=``, ``image_size=``)."""
+        from ..checkpoints.hub import from_pretrained
+
+        model = from_pretrained(source, **overrides)
+        if not isinstance(model, cls):
+            raise UserError(f"{source}: holds a {type(model).__name__}, not a {cls.__name__} "
+                            "(vitkit.load_model reads any kind)")
+        return model
