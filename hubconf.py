@@ -14,11 +14,11 @@ dependencies = ["torch", "numpy", "safetensors", "PIL", "huggingface_hub"]
 
 try:
     import vitkit
+    from vitkit.models.timm_names import TIMM_NAMES
 except ImportError:  # a checkout torch.hub fetched: its src/ folder holds the package
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
     import vitkit
-
-from vitkit.models.timm_names import TIMM_NAMES
+    from vitkit.models.timm_names import TIMM_NAMES
 
 
 def vit(name: str, pretrained=False, **kwargs):

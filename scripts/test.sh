@@ -9,5 +9,5 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
       >/dev/null; } || echo "note: could not install chromium; the browser tests will be skipped" >&2
 fi
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks hubconf.py
 exec .venv/bin/python -m pytest -q -n 2 "$@"
