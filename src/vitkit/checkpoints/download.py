@@ -213,12 +213,12 @@ def _digests(path: Path) -> tuple[str, str]:
 
 
 def _stream(resp: http.client.HTTPResponse, part: Path, have: int, total: int | None, url: str, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from ..progress import Progress
 
     name = url.rsplit("/", 1)[-1]
-    with open(part, "ab" if have else "wb") as f, tqdm(
-        total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress,
-        leave=False,
+    with open(part, "ab" if have else "wb") as f, Progress(
+        total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=f"download {name}",
+        enabled=progress, leave=False,
     ) as bar:
         try:
             for block in iter(lambda: resp.read(_CHUNK), b""):

@@ -211,7 +211,6 @@ def _fast_paths(model: Any, enable: bool) -> Any:
 
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from tqdm.auto import tqdm
 
     from ..models.flops import count_flops
     from ..perf import autocast, inference_model, maybe_compile
@@ -224,6 +223,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         peak_from_samples,
     )
     from ..perf.memory import peak_memory_method
+    from ..progress import Progress
     from ..train.config import OptimConfig
     from ..train.optim import build_optimizer
     from ..train.step import fixed_batch_step
@@ -321,7 +321,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     # The matmul peak is measured inside the same alternation (A, B, matmul, A, B, matmul, ...), so
     # it sees the same machine load as the model steps it is compared with.
     mm = {f"matmul:{k}": f for k, f in matmul_candidates(dtype, args.peak_size, dev).items()}
-    bar = tqdm(total=args.warmup + args.steps, desc=f"bench {args.mode}", unit="round", leave=False)
+    bar = Progress(args.warmup + args.steps, desc=f"bench {args.mode}", unit="round", leave=False)
     with torch.no_grad():
         mm_first = {k: f() for k, f in mm.items()}  # first-call setup outside the timing
     del mm_first
@@ -356,9 +356,8 @@ def bench_data(args: argparse.Namespace) -> dict[str, Any]:
     """Decode + augment rate of the training loader: images/s in total and per worker."""
     import itertools
 
-    from tqdm.auto import tqdm
-
     from ..data import build_loader
+    from ..progress import Progress
 
     steps = max(args.steps, 1)
     loader = build_loader(args.data, split=args.split, train=True, image_size=args.image_size,
@@ -371,9 +370,11 @@ def bench_data(args: argparse.Namespace) -> dict[str, Any]:
     warm_s = time.perf_counter() - t0
     n = 0
     t0 = time.perf_counter()
-    for images, _labels in tqdm(itertools.islice(it, steps), total=steps, desc="bench data", leave=False):
+    bar = Progress(steps, desc="bench data", unit="batch", leave=False)
+    for images, _labels in bar.iterate(itertools.islice(it, steps)):
         n += int(images.shape[0])
     dt = time.perf_counter() - t0
+    bar.close()
     if n == 0:
         raise ValueError(f"data {args.data!r} gave no batches after {args.warmup} warm-up batches")
     ips = n / dt

@@ -185,8 +185,8 @@ def add_preprocess(p: argparse.ArgumentParser) -> None:
 
 def add_no_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (also off when stderr is not a terminal; training then logs a line every "
-                        "log_every steps)")
+                   help="no progress bars (also off when stderr is not a terminal): log a line every log_every "
+                        "steps (training) or every 10%% instead")
 
 
 def add_json(p: argparse.ArgumentParser, *, what: str = "the result") -> None:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = []
     for src in args.sources:
-        r = resolve(src, progress=not args.no_progress)
+        r = resolve(src)
         row = {"source": src, "path": str(r.path), "sha256": recorded_sha256(r.path) if r.path.is_file() else None}
         if r.entry is not None:
             row["entry"] = r.entry.as_dict()

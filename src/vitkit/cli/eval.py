@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(f"{args.data}: {e}") from None
     res = evaluate_accuracy(model, loader, precision=precision, device=device, total=batches, flip=args.flip,
-                            classes=classes, progress=not args.no_progress)
+                            classes=classes, progress=True)
     # What ran: the split actually read (a data set without `test` is evaluated on its validation split), the
     # resolved precision, the device, the preprocessing, the number of examples (exactly --limit when given).
     split = str(getattr(info, "split", None) or args.split)

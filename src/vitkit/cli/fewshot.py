@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if tr_info.num_classes != te_info.num_classes:
         raise UserError(f"the few-shot data {train_spec} has {tr_info.num_classes} classes but the test data "
                         f"{test_spec} has {te_info.num_classes}")
-    kw = {"precision": precision, "device": device, "progress": not args.no_progress}
+    kw = {"precision": precision, "device": device, "progress": True}
     xtr, ytr = extract_features(model, tr_loader, total=tr_batches, desc="train features", **kw)
     xte, yte = extract_features(model, te_loader, total=te_batches, desc="test features", **kw)
     t1 = time.perf_counter()

@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args)
+    if getattr(args, "no_progress", False):
+        from ..progress import disable_bars
+
+        disable_bars()  # --no-progress: log lines instead of bars (the commands' progress=True stays)
     from ..perf.allocator import tune_cpu_allocator
 
     tune_cpu_allocator()  # 5-13% on CPU training steps; VITKIT_TUNE_MALLOC=0 opts out

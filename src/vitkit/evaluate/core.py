@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..perf import autocast, inference_model
+from ..progress import Progress
 from .metrics import compute_loss, topk_hits
 
 
@@ -33,9 +33,9 @@ def _batches(
     "logits+flip" (logits of the images and of their mirror images, stacked: (2, N, classes))."""
     dev = torch.device(device)
     model = inference_model(model.to(dev), precision)
-    bar = tqdm(loader, desc=desc, total=_total(loader, total), unit="batch", disable=not progress, leave=False)
-    with torch.inference_mode():
-        for images, labels in bar:
+    bar = Progress(_total(loader, total), desc=desc, unit="batch", enabled=progress, leave=False)
+    with torch.inference_mode(), bar:
+        for images, labels in bar.iterate(loader):
             images = images.to(dev, non_blocking=True)
             with autocast(precision, dev):
                 if fn == "features":
@@ -139,10 +139,10 @@ def score(
     was_training = model.training
     model.eval()
     grad_off = torch.inference_mode() if inference else torch.no_grad()
-    bar = tqdm(loader, desc="eval", total=_total(loader, total), unit="batch", disable=not progress, leave=False)
+    bar = Progress(_total(loader, total), desc="eval", unit="batch", enabled=progress, leave=False)
     try:
-        with grad_off:
-            for images, labels in bar:
+        with grad_off, bar:
+            for images, labels in bar.iterate(loader):
                 images = images.to(dev, non_blocking=True)
                 labels = torch.as_tensor(labels).to(dev, non_blocking=True)
                 if labels.dim() == 1:

@@ -25,9 +25,14 @@ class RunLog:
         trim_metrics(self.out / "metrics.jsonl", start_step)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=start_step if start_step else None)
+        # purge_step: TensorBoard drops the points at steps >= it when it reads the logs (written by an earlier
+        # process that ran past the checkpoint). The checkpoint's own step was logged before it was saved, and
+        # stays: a resume purges from the step after it (a no-op resume of a finished run purges nothing).
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=start_step + 1 if start_step else None)
         self.f = open(self.out / "metrics.jsonl", "a")
-        if progress:
+        from ..progress import bars_allowed
+
+        if progress and bars_allowed():  # elsewhere the loop logs a line every log_every steps
             from tqdm import tqdm
 
             self.pbar = tqdm(total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
