@@ -57,27 +57,30 @@ class Progress:
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
         self.bar: Any = None
         self.every = every if every else (total / 10 if total else None)
-        self.next = initial + self.every if self.every else None
+        self.marks = self._marks() if self.every else None  # intervals completed (and logged)
         if enabled and bars_allowed():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, **tqdm_kw)
         elif not enabled:
-            self.next = None
+            self.marks = None
 
     def update(self, n: float = 1) -> None:
         self.n += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.next is not None and self.n >= self.next - 1e-9:
-            assert self.every is not None
-            self.next = (self.n // self.every + 1) * self.every
+        elif self.marks is not None and self._marks() > self.marks:
+            self.marks = self._marks()
             unit = "" if self.unit == "B" else f" {self.unit}"
             done = f"{_amount(self.n, self.unit)}{unit}"
             if self.total:
                 done = f"{100 * self.n / self.total:.0f}% ({_amount(self.n, self.unit)} of " \
                        f"{_amount(self.total, self.unit)}{unit})"
             log.info(f"vitkit: {self.desc}: {done}")
+
+    def _marks(self) -> int:
+        assert self.every
+        return int(self.n / self.every + 1e-9)  # 1e-9: 5/16 of a total is 50%, not 49.99...%
 
     def set_postfix(self, **kw: str) -> None:
         if self.bar is not None:
