@@ -145,13 +145,7 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
 
 def _lagged(monkeypatch):
     """Read the per-step flags one step late, as on CUDA, on this CPU."""
-    real = loop.Trainer.setup
-
-    def setup(self):
-        real(self)
-        self.lagged_flags = True
-
-    monkeypatch.setattr(loop.Trainer, "setup", setup)
+    monkeypatch.setattr(loop, "reads_flags_late", lambda device: True)
 
 
 def test_lagged_flags_change_nothing_but_when_they_are_read(tmp_path, monkeypatch):

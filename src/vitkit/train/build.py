@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import Loader, Mixup, build_loader, dataset_info
 from ..errors import UserError
-from ..models.config import ResNetConfig
+from ..models.config import ResNetConfig, ViTConfig
 from ..training_checkpoint import latest_checkpoint, remove_stale_temporaries
 from .config import ARCHITECTURE, TrainConfig, image_hw
 from .dist import DistInfo
@@ -176,10 +177,10 @@ class DataPlan:
     total_steps: int
 
 
-def plan_data(cfg: TrainConfig, dist: DistInfo, data: Any) -> DataPlan:
+def plan_data(cfg: TrainConfig, dist: DistInfo) -> DataPlan:
     """Read the data sets' descriptions (no images) and derive everything that depends on them."""
     dcfg = cfg.data
-    info = data.dataset_info(dcfg.train, split=dcfg.train_split)
+    info = dataset_info(dcfg.train, split=dcfg.train_split)
     num_classes = int(info.num_classes)
     if num_classes < 1:
         raise ValueError(f"data.train={dcfg.train!r}: no classes found")
@@ -187,13 +188,13 @@ def plan_data(cfg: TrainConfig, dist: DistInfo, data: Any) -> DataPlan:
     if not dcfg.test:
         # No test spec: evaluate on the training source's test split when it has one.
         try:
-            data.dataset_info(dcfg.train, split=dcfg.test_split)
+            dataset_info(dcfg.train, split=dcfg.test_split)
         except (ValueError, FileNotFoundError, KeyError):
             test_spec = None
             _log(dist, f"vitkit train: no evaluation: {dcfg.train!r} has no {dcfg.test_split!r} split and "
                        "data.test is not set")
     if test_spec is not None:
-        tinfo = data.dataset_info(test_spec, split=dcfg.test_split)
+        tinfo = dataset_info(test_spec, split=dcfg.test_split)
         if int(tinfo.num_classes) > num_classes:
             raise ValueError(f"data.test={test_spec!r} has {tinfo.num_classes} classes but the training "
                              f"data has {num_classes}")
@@ -215,14 +216,14 @@ def plan_data(cfg: TrainConfig, dist: DistInfo, data: Any) -> DataPlan:
                     micro, dcfg.batch_size // (micro * dist.world_size), total_steps)
 
 
-def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: Any, dist: DistInfo, data: Any,
-                  pin_memory: bool) -> tuple[Any, Any, bool]:
+def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: ViTConfig, dist: DistInfo,
+                  pin_memory: bool) -> tuple[Loader, Loader | None, bool]:
     """(training loader, test loader or None, whether evaluation is sharded over the processes)."""
     dcfg, mc = cfg.data, model_config
     common = dict(image_size=image_hw(dcfg), mean=mc.mean, std=mc.std, in_chans=mc.in_chans,
                   num_workers=dcfg.num_workers, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
                   pin_memory=pin_memory)  # page-locked: the copies to the GPU are asynchronous
-    train_loader = data.build_loader(
+    train_loader = build_loader(
         dcfg.train, split=dcfg.train_split, train=True, batch_size=plan.micro, randaugment=dcfg.randaugment,
         crop_area=dcfg.crop_area, crop_padding=dcfg.crop_padding, flip=dcfg.flip, shuffle_buffer=dcfg.shuffle_buffer,
         drop_last=True, limit=dcfg.limit, **common)
@@ -232,25 +233,25 @@ def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: Any, dist: Dis
                    eval_resize=dcfg.eval_resize, drop_last=False, limit=dcfg.eval_limit,
                    preprocess=dcfg.eval_preprocess)
     try:
-        return train_loader, data.build_loader(plan.test_spec, **test_kw, **common), True
+        return train_loader, build_loader(plan.test_spec, **test_kw, **common), True
     except ValueError:
         if not dist.enabled:
             raise
         # Too few shards to split the test set over the processes: each evaluates all of it.
         common_all = {**common, "rank": 0, "world_size": 1}
-        return train_loader, data.build_loader(plan.test_spec, **test_kw, **common_all), False
+        return train_loader, build_loader(plan.test_spec, **test_kw, **common_all), False
 
 
-def build_mixup(cfg: TrainConfig, num_classes: int, data: Any) -> Any:
+def build_mixup(cfg: TrainConfig, num_classes: int) -> Mixup | None:
     dcfg = cfg.data
     if dcfg.mixup_alpha <= 0 and dcfg.cutmix_alpha <= 0:
         return None
-    return data.Mixup(mixup_alpha=dcfg.mixup_alpha, cutmix_alpha=dcfg.cutmix_alpha, prob=dcfg.mixup_prob,
+    return Mixup(mixup_alpha=dcfg.mixup_alpha, cutmix_alpha=dcfg.cutmix_alpha, prob=dcfg.mixup_prob,
                       switch_prob=dcfg.mixup_switch_prob, label_smoothing=dcfg.label_smoothing,
                       num_classes=num_classes)
 
 
-def low_resolution(cfg: TrainConfig, model_config: Any) -> tuple[int, int] | None:
+def low_resolution(cfg: TrainConfig, model_config: ViTConfig) -> tuple[int, int] | None:
     """The progressive-resizing phase's input size, checked against the model's stride by ViTConfig (the one
     place that decides divisibility)."""
     pr = cfg.data.progressive_resize

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..data import Loader, Mixup
 from .config import TrainConfig
 from .dist import DistInfo
 
@@ -25,7 +26,7 @@ def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
 class StepInputs:
     """Micro-batches for one step at a time; ``epoch`` is the loader's epoch of the last batch taken."""
 
-    def __init__(self, cfg: TrainConfig, dist: DistInfo, device: torch.device, loader: Any, mixup: Any,
+    def __init__(self, cfg: TrainConfig, dist: DistInfo, device: torch.device, loader: Loader, mixup: Mixup | None,
                  low_res: tuple[int, int] | None, micro: int, accum: int, epoch: int = 0):
         self.cfg, self.dist, self.device, self.loader, self.mixup = cfg, dist, device, loader, mixup
         self.low_res, self.micro, self.accum, self.epoch = low_res, micro, accum, epoch
@@ -40,7 +41,7 @@ class StepInputs:
                 return batch
             except StopIteration:
                 # The loader moves itself to the next epoch at the end of one (and says which).
-                self.epoch = int(getattr(self.loader, "epoch", self.epoch + 1))
+                self.epoch = self.loader.epoch
                 self._it = iter(self.loader)
                 if self._empty_epoch:
                     raise ValueError(f"data.train={self.cfg.data.train!r}: the loader yielded no batch of "

@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from .build import DataPlan
+from .dist import DistInfo
+from .parts import Feed, Progress, RunRecord
 
 
 class RunLog:
@@ -99,26 +104,31 @@ def trim_metrics(path: Path, step: int) -> None:
     path.write_text("".join(x + "\n" for x in keep))
 
 
-def run_summary(t: Any, p: Any, elapsed: float) -> dict[str, Any]:
-    """``summary.json``'s content from the trainer ``t`` and its loop record ``p``; says what the loaders skipped."""
+def run_summary(rec: RunRecord, p: Progress, elapsed: float, *, plan: DataPlan, feed: Feed, dist: DistInfo,
+                device: torch.device, precision: str, batch_size: int) -> dict[str, Any]:
+    """``summary.json``'s content: where the run stands (``rec``), this process's loop (``p``, ``elapsed`` seconds),
+    the batch arithmetic (``plan``), what the loaders read and skipped (``feed``) and where it ran."""
     eval_res = p.eval_res or {}
-    train_s = t.train_time - p.train_time_start
-    summary: dict[str, Any] = {
-        "steps": t.step, "total_steps": t.total_steps, "finished": t.step >= t.total_steps,
-        "stopped_by": p.stopped_by, "images_seen_this_run": p.images_seen, "time_s": t.time_before + elapsed,
+    train_s = rec.train_time - p.train_time_start
+    test = feed.test_loader
+    return {
+        "steps": rec.step, "total_steps": rec.total_steps, "finished": rec.step >= rec.total_steps,
+        "stopped_by": p.stopped_by, "images_seen_this_run": p.images_seen, "time_s": rec.time_before + elapsed,
         "run_time_s": elapsed,
         "train_time_s": train_s, "images_per_s": p.images_seen / max(train_s, 1e-9), "final_loss": p.last_loss,
         "eval": eval_res, "eval_top1": eval_res.get("top1"), "eval_top5": eval_res.get("top5"),
-        "data": t.train_loader.stats.as_dict(),
-        "eval_data": t.test_loader.stats.as_dict() if t.test_loader is not None else None,
-        "eval_preprocess": getattr(t.test_loader, "preprocess", None),
-        "world_size": t.dist.world_size, "rank": t.dist.rank, "precision": t.precision,
-        "device": str(t.device),
-        "batch_size": t.cfg.data.batch_size, "micro_batch_size": t.micro, "accumulation": t.accum,
-        "num_classes": t.num_classes, "checkpoint": str(t.last_ckpt) if t.last_ckpt else None,
+        "data": feed.train_loader.stats.as_dict(),
+        "eval_data": test.stats.as_dict() if test is not None else None,
+        "eval_preprocess": test.preprocess if test is not None else None,
+        "world_size": dist.world_size, "rank": dist.rank, "precision": precision,
+        "device": str(device),
+        "batch_size": batch_size, "micro_batch_size": plan.micro, "accumulation": plan.accum,
+        "num_classes": plan.num_classes, "checkpoint": str(rec.last_ckpt) if rec.last_ckpt else None,
     }
-    for what, ld in (("training", t.train_loader), ("test", t.test_loader)):
-        st = getattr(ld, "stats", None)
-        if st is not None and (getattr(st, "skipped_total", 0) or getattr(st, "converted_total", 0)):
-            t._log(f"vitkit train: {what} data: {st}", logging.WARNING)
-    return summary
+
+
+def data_notes(feed: Feed) -> list[str]:
+    """One line per loader that skipped or converted samples, for the log."""
+    return [f"vitkit train: {what} data: {ld.stats}" for what, ld in (("training", feed.train_loader),
+                                                                       ("test", feed.test_loader))
+            if ld is not None and (ld.stats.skipped_total or ld.stats.converted_total)]

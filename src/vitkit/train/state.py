@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import Loader
 from ..training_checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, to_dict
 from .dist import DistInfo, barrier
@@ -27,7 +28,8 @@ class RunState:
     """Gathers and restores everything a resume needs. ``fsdp``: the model is ``fully_shard``-ed."""
 
     def __init__(self, cfg: TrainConfig, dist: DistInfo, *, model: nn.Module, opt: torch.optim.Optimizer,
-                 ema: EMA | None, scaler: Any, train_loader: Any, fsdp: bool):
+                 ema: EMA | None, scaler: torch.amp.GradScaler | None, train_loader: Loader,
+                 fsdp: bool):
         self.cfg, self.dist, self.fsdp = cfg, dist, fsdp
         self.model, self.opt, self.ema, self.scaler, self.train_loader = model, opt, ema, scaler, train_loader
         self.model_config = model.config
