@@ -35,10 +35,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vitkit.bench.measure import alternate, infer_step, matmul_candidates, memory_of
 from vitkit.models import create_model
 from vitkit.models.flops import count_flops
 from vitkit.perf import inference_model
-from vitkit.perf.bench import alternate, infer_step, matmul_candidates, memory_of
 from vitkit.train.config import OptimConfig
 from vitkit.train.optim import build_optimizer
 from vitkit.train.step import fixed_batch_step

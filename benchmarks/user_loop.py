@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 import vitkit
+from vitkit.bench.measure import Samples, alternate, infer_step
 from vitkit.perf import inference_model, resolve_precision, tune_cpu_allocator
-from vitkit.perf.bench import Samples, alternate, infer_step
 from vitkit.train.config import OptimConfig
 from vitkit.train.optim import build_optimizer
 from vitkit.train.step import fixed_batch_step
@@ -89,7 +89,7 @@ def _user_train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def alternate_cpu(fns: dict[str, Callable[[], Any]], steps: int, warmup: int) -> dict[str, Samples]:
-    """:func:`vitkit.perf.bench.alternate` timed by the process's CPU time (CPU only)."""
+    """:func:`vitkit.bench.measure.alternate` timed by the process's CPU time (CPU only)."""
     out = {k: Samples() for k in fns}
     for r in range(warmup + steps):
         for k, fn in fns.items():

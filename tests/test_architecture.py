@@ -14,10 +14,9 @@ MAX_LINES = 410  # "about 400"
 LAYERS: list[set[str]] = [
     {"errors", "progress"},  # progress: bars or log lines (imports nothing of vitkit)
     {"kernels", "data", "analysis", "training_checkpoint"},
-    {"models"},
+    {"models", "perf"},  # perf: the run-time policy (precision, autocast, allocator); benchmarking is bench's
     {"checkpoints"},
-    {"perf"},
-    {"factory", "evaluate", "export"},
+    {"factory", "evaluate", "export", "bench"},
     {"train"},
     {"cli"},
     {"__main__"},
@@ -112,6 +111,8 @@ def test_layer_check_finds_an_upward_import():
     # the upward import issue 28 removed: checkpoints.sources reached into train for the run-folder file names
     assert _upward({"vitkit.checkpoints.sources": {"vitkit.train.checkpoint", "vitkit.models.config"}}) == [
         "vitkit.checkpoints.sources -> vitkit.train.checkpoint"]
+    assert _upward({"vitkit.perf.hf_reference": {"vitkit.checkpoints.hf"}}) == [
+        "vitkit.perf.hf_reference -> vitkit.checkpoints.hf"]  # what issue 28 moved to bench/
     assert _upward({"vitkit.train.loop": {"vitkit.evaluate.core"}, "vitkit.evaluate.core": {"vitkit.export"}}) == [
         "vitkit.evaluate.core -> vitkit.export"]  # a layer's members do not import each other either
 
@@ -123,6 +124,17 @@ def test_every_package_has_a_layer():
 
 def test_imports_go_down_the_layers():
     assert _upward(_without_facades(_graph())) == []
+
+
+def test_the_inference_path_imports_no_benchmarking():
+    # spelt out (the layers imply it): perf is what every command runs; checkpoints and bench are above it
+    graph = {m: {d for d in deps if d != "vitkit"} for m, deps in _graph().items() if m != "vitkit"}
+
+    def imported_by(part: str) -> set[str]:
+        return {_part(d) for m, deps in graph.items() if _part(m) == part for d in deps}
+
+    assert not imported_by("perf") & {"checkpoints", "bench"}
+    assert not imported_by("checkpoints") & {"train", "perf", "bench", "evaluate", "cli"}
 
 
 def test_cycle_finder_finds_a_cycle():

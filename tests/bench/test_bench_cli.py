@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 
 def test_hf_reference_computes_the_same_function() -> None:
-    from vitkit.perf.hf_reference import hf_model_like
+    from vitkit.bench.hf_reference import hf_model_like
 
     cfg = ViTConfig(name="tiny", patch_size=8, hidden_size=32, mlp_dim=64, num_heads=2, num_layers=2,
                     num_classes=5, image_size=16)
@@ -33,8 +33,8 @@ def test_hf_reference_computes_the_same_function() -> None:
 
 
 def test_hf_reference_rejects_hybrids() -> None:
+    from vitkit.bench.hf_reference import hf_model_like
     from vitkit.models.registry import create_model
-    from vitkit.perf.hf_reference import hf_model_like
 
     with torch.device("meta"):
         model = create_model("R+ViT-Ti_16")

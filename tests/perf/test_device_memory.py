@@ -1,4 +1,4 @@
-"""Device copies of batches and the memory probe (vitkit.perf.device, vitkit.perf.memory)."""
+"""Device copies of batches (vitkit.perf.device)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from collections import namedtuple
 
 import torch
 
-from vitkit.perf import peak_memory_bytes, pin_batch, reset_peak_memory, to_device
-from vitkit.perf.memory import rss_bytes
+from vitkit.perf import pin_batch, to_device
 
 
 def test_to_device_keeps_structure() -> None:
@@ -20,11 +19,3 @@ def test_to_device_keeps_structure() -> None:
     assert out.device.type == "meta"
     if not torch.cuda.is_available():
         assert pin_batch(batch) is batch
-
-
-def test_peak_memory_sees_a_large_allocation() -> None:
-    reset_peak_memory("cpu")
-    before = rss_bytes()
-    big = torch.ones(64 * 2**20 // 4 * 4)  # 64 MiB written, so resident
-    del big
-    assert peak_memory_bytes("cpu") >= before + 48 * 2**20

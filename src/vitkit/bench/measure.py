@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..kernels import mkldnn_linear_available
-from . import autocast
+from ..perf import autocast
 from .memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim_heap
 
 

@@ -212,9 +212,7 @@ def _fast_paths(model: Any, enable: bool) -> Any:
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from ..models.flops import count_flops
-    from ..perf import autocast, inference_model, maybe_compile
-    from ..perf.bench import (
+    from ..bench.measure import (
         alternate,
         infer_step,
         matmul_candidates,
@@ -222,7 +220,9 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         memory_of,
         peak_from_samples,
     )
-    from ..perf.memory import peak_memory_method
+    from ..bench.memory import peak_memory_method
+    from ..models.flops import count_flops
+    from ..perf import autocast, inference_model, maybe_compile
     from ..progress import Progress
     from ..train.config import OptimConfig
     from ..train.optim import build_optimizer
@@ -241,7 +241,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     }
     hf = None
     if args.compare == "hf":
-        from ..perf.hf_reference import hf_model_like
+        from ..bench.hf_reference import hf_model_like
 
         hf = hf_model_like(model)
     compile_s = None

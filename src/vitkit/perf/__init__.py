@@ -1,4 +1,4 @@
-"""Run-time policy around the model: precision, autocast, allocator, memory, device copies, bench.
+"""Run-time policy around the model: precision, autocast, allocator, device copies.
 
 The model's own speed (fast kernels, class-token-only last block, bf16 residual stream,
 activation checkpointing) is declared on the model (:class:`vitkit.models.VisionTransformer`,
@@ -27,13 +27,12 @@ from torch import nn
 from ..kernels import mkldnn_linear_available
 from .allocator import tune_cpu_allocator
 from .device import maybe_compile, pin_batch, to_device
-from .memory import peak_memory_bytes, peak_memory_method, reset_peak_memory
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 __all__ = [
-    "PRECISIONS", "autocast", "cpu_has_fast_bf16", "inference_model", "maybe_compile", "peak_memory_bytes",
-    "peak_memory_method", "pin_batch", "reset_peak_memory", "resolve_precision", "to_device", "tune_cpu_allocator",
+    "PRECISIONS", "autocast", "cpu_has_fast_bf16", "inference_model", "maybe_compile", "pin_batch",
+    "resolve_precision", "to_device", "tune_cpu_allocator",
 ]
 
 
