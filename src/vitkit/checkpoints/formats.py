@@ -61,6 +61,8 @@ FORMATS: tuple[Format, ...] = (
            ".timm:save_timm", (".pth", ".pt")),
     Format("train", "vitkit training checkpoint (RUN/checkpoints/step_N.pt, with its model config)",
            "..training_checkpoint:is_training_checkpoint", ".training:read_training_checkpoint", None, (".pt",)),
+    Format("onnx", "ONNX graph written by `vitkit export` (run with onnxruntime; read-only)", ".onnx_model:is_onnx",
+           ".onnx_model:read_onnx", None, (".onnx",)),
 )
 
 

@@ -253,6 +253,11 @@ def load_command_model(args: argparse.Namespace, *, no_head: str | None = None) 
 
     device, precision = resolve_device_precision(args.device, args.precision)
     model = load_for_inference(args.model, args.image_size)
+    fixed = getattr(model, "fixed_precision", None)  # an ONNX graph runs in the precision it was exported in
+    if fixed is not None:
+        if args.precision not in ("auto", fixed):
+            raise UserError(f"{args.model}: runs in {fixed} (an exported graph); drop --precision {args.precision}")
+        precision = fixed
     if no_head is not None and model.config.num_classes < 1:
         raise UserError(f"{args.model}: the model has no classification head{no_head}")
     return model, device, precision

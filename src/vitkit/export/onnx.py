@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import os
 import warnings
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +53,52 @@ def _needs(module: str) -> None:
         )
 
 
+class _LogitsAndFeatures(nn.Module):
+    """The exported graph: logits, and the pre-logits features (few-shot on the ONNX file) as a second output."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self.model.get_classifier()(features), features
+
+
+def _outputs(model: nn.Module) -> list[str]:
+    return ["logits", "features"] if model.config.num_classes else ["logits"]
+
+
+def onnx_metadata(cfg: Any) -> dict[str, str]:
+    """``metadata_props`` of an export: the config (read back by :mod:`vitkit.checkpoints.onnx_model`) and, for other
+    tools, the class names, normalisation, image size and evaluation preprocessing."""
+    from ..data.preprocess import default_preprocess
+
+    return {
+        "vitkit_config": cfg.to_json(), "class_names": json.dumps(list(cfg.class_names or ())),
+        "mean": json.dumps(list(cfg.mean)), "std": json.dumps(list(cfg.std)),
+        "image_size": json.dumps(list(cfg.image_size)), "input_layout": "NCHW float32, (x / 255 - mean) / std",
+        "preprocessing": default_preprocess(cfg.mean, cfg.std, cfg.in_chans),
+    }
+
+
+def write_metadata(path: str | os.PathLike[str], cfg: Any) -> None:
+    """Store :func:`onnx_metadata` in the file's ``metadata_props`` (rewritten in place, atomically)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, onnx_metadata(cfg))
+    tmp = Path(f"{path}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
 def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool) -> None:
-    kwargs: dict = {"input_names": ["images"], "output_names": ["logits"]}
+    names = _outputs(model)
+    if len(names) == 2:
+        model = _LogitsAndFeatures(model)
+    kwargs: dict = {"input_names": ["images"], "output_names": names}
     if opset is not None:
         kwargs["opset_version"] = opset
     if dynamo:
@@ -69,7 +115,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int | No
         finally:
             log.setLevel(level)
     else:
-        kwargs["dynamic_axes"] = {"images": {0: "batch"}, "logits": {0: "batch"}}
+        kwargs["dynamic_axes"] = {"images": {0: "batch"}, **{n: {0: "batch"} for n in names}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings from the input checks (constant at a fixed size)
             torch.onnx.export(model, (example,), str(path), dynamo=False, **kwargs)
@@ -84,7 +130,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike[str], inputs: torch.Te
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: inputs.numpy()})[0]
+    got = sess.run(["logits"], {sess.get_inputs()[0].name: inputs.numpy()})[0]
     with torch.no_grad():
         want = model(inputs).float().numpy()
     if got.shape != want.shape:
@@ -151,6 +197,7 @@ def export_onnx(
         raise ValueError(
             f"{out}: onnxruntime's logits differ from PyTorch's by {diff:.3g} (max abs), more than {tolerance:g}"
         )
+    write_metadata(out, cfg)
     fallback = errors[0].splitlines()[0] if exporter == "auto" and used == "torchscript" and errors else None
     return ExportResult(path=out, image_size=(h, w), exporter=used, max_abs_diff=diff, input_dependent=varies,
                         fallback_reason=fallback)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .onnx import _needs, export_onnx
+from .onnx import _needs, export_onnx, write_metadata
 
 METHODS = ("dynamic", "static")
 INT8_TOLERANCE = 0.25  # max |int8 - fp32| logit difference as a fraction of the fp32 logits' spread
@@ -165,6 +165,7 @@ def export_onnx_int8(
         fp32_bytes = fp32.stat().st_size
         quantize_onnx_file(fp32, out, method, calibration=calib)
     m = _at_size(model, res.image_size)
+    write_metadata(out, m.config)  # the quantizer may not carry metadata_props over: state them again
     if calib is not None:
         check, where = torch.from_numpy(calib[:check_images]), "calibration images"
     else:
