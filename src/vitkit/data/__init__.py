@@ -8,13 +8,15 @@
 Specs: ``digits``, ``folder:PATH``, ``mnist:PATH``, ``cifar:PATH``, ``hf:PATH``, ``wds:PATTERN[?num_classes=K]``;
 see :mod:`vitkit.data.spec`. In place of a spec, Python callers may pass their own ``torch.utils.data.Dataset`` of
 ``(image, label)`` items or a Hugging Face ``datasets.Dataset``/``DatasetDict`` (:mod:`vitkit.data.objects`).
-Determinism and bad-data handling: :mod:`vitkit.data.loader`.
+Determinism and bad-data handling: :mod:`vitkit.data.loader`; how images become batches, and those options'
+defaults: :class:`~vitkit.data.options.LoaderOptions` (``build_loader(spec, options, ...)``).
 """
 
 from .catalog import dataset_info, validate_dataset
 from .image_input import ImageTransform, create_transform
 from .loader import Loader, LoaderStats, build_loader
 from .mixup import Mixup, smooth_one_hot
+from .options import LoaderOptions
 from .pickles import RestrictedUnpickler, safe_load_pickle
 from .preprocess import IMAGE_SUFFIXES, PREPROCESSINGS, default_preprocess
 from .spec import SPLIT_NAMES, DatasetInfo, parse_spec
@@ -23,7 +25,7 @@ from .wds import write_wds_shards
 
 __all__ = [
     "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "PREPROCESSINGS", "SPLIT_NAMES", "DatasetInfo", "ImageTransform", "Loader",
-    "LoaderStats", "Mixup", "Preprocess", "RestrictedUnpickler", "build_loader", "create_transform", "dataset_info",
-    "decode_image", "default_preprocess", "parse_spec", "randaugment", "safe_load_pickle", "smooth_one_hot",
-    "validate_dataset", "write_wds_shards",
+    "LoaderOptions", "LoaderStats", "Mixup", "Preprocess", "RestrictedUnpickler", "build_loader", "create_transform",
+    "dataset_info", "decode_image", "default_preprocess", "parse_spec", "randaugment", "safe_load_pickle",
+    "smooth_one_hot", "validate_dataset", "write_wds_shards",
 ]

@@ -47,7 +47,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from .batches import _cache_options, _Collate, _decode_into_memory, _MapBatches, _StreamBatches
 from .catalog import check_labels
-from .preprocess import default_preprocess
+from .options import LoaderOptions, loader_options
+from .preprocess import VIT_MEAN, VIT_STD, default_preprocess
 from .sources import MapSource, open_map_source
 from .spec import describe_data, parse_spec
 from .stats import LoaderStats
@@ -279,29 +280,40 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (int(h), int(w))
 
 
-def build_loader(spec: str | Any, *, split: str = "train", train: bool = True, image_size: int | tuple[int, int] = 224,
-                 batch_size: int = 32, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
-                 std: tuple[float, ...] = (0.5, 0.5, 0.5), in_chans: int = 3, num_workers: int | None = None,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, eval_resize: str = "resize",
-                 randaugment: tuple[int, int] | None = None, crop_area: tuple[float, float] = (0.05, 1.0),
-                 flip: bool = True, shuffle_buffer: int = 2000, drop_last: bool | None = None,
+def build_loader(spec: str | Any, options: LoaderOptions | None = None, *, split: str = "train", train: bool = True,
+                 batch_size: int = 32, mean: tuple[float, ...] = VIT_MEAN, std: tuple[float, ...] = VIT_STD,
+                 in_chans: int = 3, seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
                  limit: int | None = None, shuffle: bool | None = None, num_classes: int | None = None,
                  require_all_classes: bool = True, streams: int | None = None, prefetch: int = 2,
-                 max_image_pixels: int = MAX_IMAGE_PIXELS, pin_memory: bool = False,
-                 preprocess: str | None = None, crop_padding: int = 0) -> Loader:
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, pin_memory: bool = False, **fields: Any) -> Loader:
     """A deterministic, resumable loader of normalised NCHW float32 batches and int64 labels.
+
+    How images become batches is ``options`` (a :class:`~vitkit.data.options.LoaderOptions`, e.g. a training run's
+    ``cfg.data``; default: its defaults) with any of its fields given here by name (``image_size=16``,
+    ``crop_area=(0.5, 1)``, ``flip=False``, ``eval_resize``, ``eval_preprocess``, ``num_workers``, ...).
+    ``preprocess`` is accepted for ``eval_preprocess``.
 
     ``train`` picks the augmentation (random crop + flip [+ RandAugment]; ``crop_padding`` > 0: the random crop is a
     window of the image's size in the image reflect-padded by that many pixels, instead of an inception crop) and,
-    unless ``shuffle``/``drop_last`` say otherwise, shuffling and dropping the last partial batch. ``num_classes``
+    unless ``shuffle``/``drop_last`` say otherwise, shuffling and dropping the last partial batch. ``mean``/``std``:
+    the model's input normalisation (default: the official [-1, 1]). ``num_classes``
     is the model's class count (labels must be below it; default: the data set's own). Map-style data is validated
     here (empty set, labels out of range, declared classes without examples -> ValueError). ``pin_memory`` hands out
     page-locked batches, for asynchronous copies to a GPU. ``streams`` sets the number of independent shard streams
     of a ``wds:`` source (default: one per worker). ``limit`` caps the number of samples (a fixed random subset for
-    map-style sources; per-rank share for streams). ``preprocess`` names the evaluation preprocessing
+    map-style sources; per-rank share for streams). ``eval_preprocess`` names the evaluation preprocessing
     (:data:`vitkit.data.preprocess.PREPROCESSINGS`; None: :func:`~vitkit.data.preprocess.default_preprocess` of
     ``mean``/``std``); it is ``loader.preprocess``.
     """
+    if "preprocess" in fields:  # the loader's name for it before the options had one owner
+        if "eval_preprocess" in fields:
+            raise TypeError("build_loader(): give preprocess or eval_preprocess, not both (they are one option)")
+        fields["eval_preprocess"] = fields.pop("preprocess")
+    opts = loader_options(options, fields)
+    image_size, num_workers, eval_resize, preprocess = opts.image_size, opts.num_workers, opts.eval_resize, \
+        opts.eval_preprocess
+    crop_area, crop_padding, flip, randaugment = opts.crop_area, opts.crop_padding, opts.flip, opts.randaugment
+    shuffle_buffer = opts.shuffle_buffer
     if batch_size <= 0:
         raise UserError(f"batch_size must be positive, got {batch_size}")
     if world_size <= 0 or not 0 <= rank < world_size:

@@ -41,6 +41,9 @@ from PIL import Image
 from ..errors import UserError
 
 PREPROCESSINGS = ("vit_jax", "big_vision", "big_vision_precise", "pil")
+# The official ViT input normalisation, [-1, 1]: ViTConfig's mean/std default to it, build_loader's too.
+VIT_MEAN = (0.5, 0.5, 0.5)
+VIT_STD = (0.5, 0.5, 0.5)
 TF_PREPROCESSINGS = ("vit_jax", "big_vision", "big_vision_precise")
 # Every suffix vitkit treats as an image file (folders of images, ``predict`` inputs); TensorFlow's decoders read
 # the first five kinds only (JPEG, PNG, GIF, BMP, WebP).
@@ -62,7 +65,7 @@ def default_preprocess(mean: tuple[float, ...] | list[float], std: tuple[float, 
     """``vit_jax`` for checkpoints normalised as the official ones ([-1, 1]: mean = std = 0.5, 3 channels),
     ``pil`` for the rest (their authors' pipelines are not TensorFlow's) and for the centre-crop evaluation
     (``eval_resize`` other than "resize": vitkit's Pillow crop, which the official evaluation has not)."""
-    official = in_chans == 3 and all(float(m) == 0.5 for m in mean) and all(float(s) == 0.5 for s in std)
+    official = in_chans == 3 and (tuple(map(float, mean)), tuple(map(float, std))) == (VIT_MEAN, VIT_STD)
     return "vit_jax" if official and eval_resize == "resize" else "pil"
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
+from .options import EVAL_RESIZE, LOADER_DEFAULTS
 from .preprocess import (
     TF_PREPROCESSINGS,
     DecodeError,
@@ -180,7 +181,8 @@ def _tf_crop_size(width: int, height: int, area: tuple[float, float], ar: float,
     return w, h
 
 
-def inception_crop_box(width: int, height: int, rng: random.Random, area: tuple[float, float] = (0.05, 1.0),
+def inception_crop_box(width: int, height: int, rng: random.Random,
+                       area: tuple[float, float] = LOADER_DEFAULTS.crop_area,
                        aspect: tuple[float, float] = (0.75, 1.33), attempts: int = 100) -> tuple[int, int, int, int]:
     """A random (left, top, right, bottom) box as ``tf.image.sample_distorted_bounding_box`` draws it with
     ``min_object_covered=0`` and its defaults (aspect ratio uniform in (0.75, 1.33), 100 attempts, the whole image if
@@ -283,12 +285,6 @@ def randaugment(im: Image.Image, num_ops: int, magnitude: float, rng: random.Ran
 # -------------------------------------------------------------------------------------------------------------------
 
 
-# Evaluation resize modes, decided here (the training config offers exactly these): "resize" squashes the image
-# to the model's size (TF-exact bilinear, the official ViT eval); "resize_crop" resizes by 1/crop_fraction and takes
-# the centre crop (Inception/DeiT/big_vision style).
-EVAL_RESIZE = ("resize", "resize_crop")
-
-
 MAX_CROP_PADDING = 1024
 
 
@@ -321,10 +317,11 @@ class Preprocess:
     """Picklable per-sample transform: raw sample (uint8 array, encoded bytes, or a PIL image from a user's
     Dataset) -> HWC array with values in [0, 255] (uint8, or float32 from the TF-exact evaluation resize)."""
 
-    def __init__(self, *, train: bool, image_size: tuple[int, int], in_chans: int = 3, eval_resize: str = "resize",
-                 randaugment: tuple[int, int] | None = None, crop_area: tuple[float, float] = (0.05, 1.0),
-                 flip: bool = True, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = 0.875,
-                 preprocess: str = "pil", crop_padding: int = 0):
+    def __init__(self, *, train: bool, image_size: tuple[int, int], in_chans: int = 3,
+                 eval_resize: str = LOADER_DEFAULTS.eval_resize, randaugment: tuple[int, int] | None = None,
+                 crop_area: tuple[float, float] = LOADER_DEFAULTS.crop_area, flip: bool = LOADER_DEFAULTS.flip,
+                 max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = 0.875, preprocess: str = "pil",
+                 crop_padding: int = LOADER_DEFAULTS.crop_padding):
         if in_chans not in (1, 3):
             raise UserError(f"in_chans must be 1 or 3, got {in_chans}")
         if eval_resize not in EVAL_RESIZE:

@@ -46,7 +46,7 @@ def open_loader(
     loader = build_loader(
         spec, split=split, train=False, image_size=tuple(cfg.image_size), batch_size=batch_size, mean=cfg.mean,
         std=cfg.std, in_chans=cfg.in_chans, num_workers=num_workers, eval_resize="resize", limit=limit,
-        preprocess=name,
+        eval_preprocess=name,
     )
     n = getattr(info, "num_examples", None)
     if n is not None and limit is not None:

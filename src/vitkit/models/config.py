@@ -15,6 +15,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.preprocess import VIT_MEAN, VIT_STD
 from ..errors import UserError
 
 CLASSIFIERS = ("token", "gap", "unpooled", "token_unpooled")
@@ -165,9 +166,9 @@ class ViTConfig:
     # timm's gap models apply the final LayerNorm after pooling ("fc_norm"); official: before.
     norm_after_pool: bool = False
     posemb_resample: str = "bilinear"
-    # Input normalisation the weights expect: x = (pixel/255 - mean) / std. Official: [-1, 1].
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Input normalisation the weights expect: x = (pixel/255 - mean) / std. Official: [-1, 1] (the data package's).
+    mean: tuple[float, float, float] = VIT_MEAN
+    std: tuple[float, float, float] = VIT_STD
     class_names: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

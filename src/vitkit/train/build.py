@@ -220,26 +220,24 @@ def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: ViTConfig, dis
                   pin_memory: bool) -> tuple[Loader, Loader | None, bool]:
     """(training loader, test loader or None, whether evaluation is sharded over the processes)."""
     dcfg, mc = cfg.data, model_config
-    common = dict(image_size=image_hw(dcfg), mean=mc.mean, std=mc.std, in_chans=mc.in_chans,
-                  num_workers=dcfg.num_workers, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
+    # dcfg is the loader's options (a LoaderOptions): how images become batches comes from it, not from here
+    common = dict(image_size=image_hw(dcfg), mean=mc.mean, std=mc.std, in_chans=mc.in_chans, seed=cfg.seed,
+                  rank=dist.rank, world_size=dist.world_size,
                   pin_memory=pin_memory)  # page-locked: the copies to the GPU are asynchronous
-    train_loader = build_loader(
-        dcfg.train, split=dcfg.train_split, train=True, batch_size=plan.micro, randaugment=dcfg.randaugment,
-        crop_area=dcfg.crop_area, crop_padding=dcfg.crop_padding, flip=dcfg.flip, shuffle_buffer=dcfg.shuffle_buffer,
-        drop_last=True, limit=dcfg.limit, **common)
+    train_loader = build_loader(dcfg.train, dcfg, split=dcfg.train_split, train=True, batch_size=plan.micro,
+                                drop_last=True, limit=dcfg.limit, **common)
     if plan.test_spec is None:
         return train_loader, None, True
-    test_kw = dict(split=dcfg.test_split, train=False, batch_size=dcfg.eval_batch_size,
-                   eval_resize=dcfg.eval_resize, drop_last=False, limit=dcfg.eval_limit,
-                   preprocess=dcfg.eval_preprocess)
+    test_kw = dict(split=dcfg.test_split, train=False, batch_size=dcfg.eval_batch_size, drop_last=False,
+                   limit=dcfg.eval_limit)
     try:
-        return train_loader, build_loader(plan.test_spec, **test_kw, **common), True
+        return train_loader, build_loader(plan.test_spec, dcfg, **test_kw, **common), True
     except ValueError:
         if not dist.enabled:
             raise
         # Too few shards to split the test set over the processes: each evaluates all of it.
         common_all = {**common, "rank": 0, "world_size": 1}
-        return train_loader, build_loader(plan.test_spec, **test_kw, **common_all), False
+        return train_loader, build_loader(plan.test_spec, dcfg, **test_kw, **common_all), False
 
 
 def build_mixup(cfg: TrainConfig, num_classes: int) -> Mixup | None:

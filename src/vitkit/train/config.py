@@ -29,9 +29,9 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from ..data.preprocess import PREPROCESSINGS
+from ..data.options import LoaderOptions
 from ..data.spec import SPLIT_NAMES
-from ..data.transforms import EVAL_RESIZE, check_crop
+from ..data.transforms import check_crop
 from ..errors import UserError
 from ..models.config import GELU_VARIANTS, POOLED_CLASSIFIERS, POSEMB_RESAMPLE, ViTConfig
 from ..perf import PRECISIONS
@@ -89,29 +89,19 @@ ModelConfig.__module__ = __name__
 
 
 @dataclass
-class DataConfig:
+class DataConfig(LoaderOptions):
     """Input pipeline. ``batch_size`` is the global batch of one optimiser step; each process
-    runs ``micro_batch_size`` images per forward pass and accumulates gradients to reach it."""
+    runs ``micro_batch_size`` images per forward pass and accumulates gradients to reach it.
+    How images become batches (``image_size``, ``crop_area``, ``flip``, ``eval_resize``, ...) and those
+    options' defaults are :class:`vitkit.data.options.LoaderOptions`' fields, inherited."""
 
     train: str = "digits"
     test: str | None = None  # None: the train spec's test split, if it has one (else no evaluation)
     train_split: Literal[SPLIT_NAMES] = "train"
     test_split: Literal[SPLIT_NAMES] = "test"
-    # (h, w) or one number for a square; divisibility by the model's stride is checked by ViTConfig.
-    image_size: int | tuple[int, int] = 224
     batch_size: int = 512
     micro_batch_size: int = 0  # 0: batch_size / world_size (no accumulation)
     eval_batch_size: int = 256
-    num_workers: int | None = None
-    eval_resize: Literal[EVAL_RESIZE] = "resize"
-    # evaluation preprocessing (vitkit.data.preprocess): None = vit_jax for the official [-1, 1] normalisation, else pil
-    eval_preprocess: Literal[(*PREPROCESSINGS, None)] = None
-    crop_area: tuple[float, float] = (0.05, 1.0)
-    # > 0: the training crop is a window of the image's own size in the image reflect-padded by this many pixels
-    # (the CIFAR ResNets' crop) instead of an inception crop; needs crop_area=1,1.
-    crop_padding: int = 0
-    flip: bool = True
-    randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)
     # (size, fraction): progressive resizing. The first ``fraction`` of training (of the steps, or
     # of the time budget) runs on the batches downsampled to ``size`` x ``size`` px (a square
     # image_size only); the model resamples its position embeddings on the fly. Evaluation always
@@ -122,7 +112,6 @@ class DataConfig:
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     label_smoothing: float = 0.0
-    shuffle_buffer: int = 2000
     limit: int | None = None  # use only the first N training examples (quick checks)
     eval_limit: int | None = None
 
