@@ -1,5 +1,6 @@
-"""The trainer's state is built in one place (issue 28 part 4): every attribute a class of ``train/loop.py`` or
-``train/parts.py`` assigns on ``self`` is first assigned in its ``__init__``; the other methods only change it."""
+"""The trainer's state is built in one place (issue 28 part 4): every attribute a class of ``train/`` (the
+``Trainer`` in ``loop.py``, its parts in ``parts.py``, ``RunState``, ``StepInputs``, ``RunLog``, ...) assigns on
+``self`` is first assigned in its ``__init__``; the other methods only change it."""
 
 import ast
 from pathlib import Path
@@ -71,7 +72,7 @@ class D:
     assert attributes_set_outside_init(src) == {"T": {"c", "d"}, "D": {"m"}}
 
 
-@pytest.mark.parametrize("module", ["loop.py", "parts.py"])
+@pytest.mark.parametrize("module", sorted(p.name for p in TRAIN.glob("*.py")))
 def test_trainer_state_is_built_at_construction(module):
     assert attributes_set_outside_init((TRAIN / module).read_text()) == {}
 
