@@ -7,6 +7,7 @@ VITKIT_DOCS_MODEL and the images of the data spec VITKIT_DOCS_DATA; otherwise th
 """
 
 import io
+import json
 import math
 import os
 import shutil
@@ -30,6 +31,19 @@ def _chromium() -> str | None:
         if shutil.which(name):
             return shutil.which(name)
     return None
+
+
+@pytest.fixture(scope="module")
+def firefox():
+    pytest.importorskip("websockets", reason="websockets is not installed (the test extra)")
+    exe = shutil.which("firefox-esr") or shutil.which("firefox")
+    if exe is None:
+        pytest.skip("no Firefox on PATH: install Debian's `firefox-esr` package (scripts/test.sh does so as root)")
+    from firefox_bidi import Firefox
+
+    ff = Firefox(exe)
+    yield ff
+    ff.close()
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +195,30 @@ def test_clicking_a_position_shows_its_similarity_map(browser, tiny_page):
     assert "row 1, column 1" in page.locator("#posemb-info").inner_text()
     assert _changed(before, _shot(one)) > 0.2
     page.context.close()
+
+
+def test_works_in_firefox_too(firefox, tiny_page):
+    ff = firefox
+    ff.goto(tiny_page["path"].as_uri())
+    ff.wait_for("document.body.dataset.ready === '1'")
+
+    def shot(selector):
+        el = f"document.querySelector({selector!r})"
+        rect = f"{el}.scrollIntoView({{block: 'center'}}), JSON.stringify({el}.getBoundingClientRect())"
+        box = json.loads(ff.eval(rect))
+        return box, np.asarray(Image.open(io.BytesIO(ff.screenshot(box))).convert("RGB")).astype(np.int16)
+
+    for sel in ("canvas.rollout", "canvas.attention", "#posemb", "#posemb-one", "#filters", "#scale", "#distance"):
+        assert _drawn(shot(sel)[1]), sel
+    box, before = shot("canvas.attention")
+    ff.click(box["x"] + box["width"] / SIDE / 2, box["y"] + box["height"] / SIDE / 2)  # row 1, column 1
+    ff.eval("document.querySelector('canvas.attention').dispatchEvent(new MouseEvent('mouseleave'))")
+    assert ff.eval("document.querySelector('canvas.attention').dataset.query") == "0,0"
+    assert _changed(before, shot("canvas.attention")[1]) > 0.2
+    ff.eval("document.querySelector('canvas.attention').focus()")
+    ff.press("\ue015")  # ArrowDown
+    assert ff.eval("document.querySelector('canvas.attention').dataset.query") == "1,0"
+    assert ff.errors() == []
 
 
 def test_screenshot_for_the_docs(browser, tiny_page, tmp_path):
