@@ -61,7 +61,7 @@ class Firefox:
         self.send("session.subscribe", {"events": ["log.entryAdded"]})
         self.context = self.send("browsingContext.getTree", {})["contexts"][0]["context"]
 
-    def send(self, method: str, params: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    def send(self, method: str, params: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
         self._id += 1
         self._ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         while True:
@@ -85,7 +85,7 @@ class Firefox:
             raise RuntimeError(f"{expression}: {res['exceptionDetails']['text']}")
         return _value(res["result"])
 
-    def wait_for(self, expression: str, timeout: float = 15) -> None:
+    def wait_for(self, expression: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not self.eval(expression):
             if time.monotonic() > deadline:

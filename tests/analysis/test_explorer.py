@@ -98,7 +98,7 @@ def _open(browser, path, viewport=(1200, 1000)):
     page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(Path(path).as_uri())
-    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
     return page, requests, errors
 
 
