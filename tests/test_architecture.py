@@ -156,3 +156,86 @@ def test_no_import_cycles():
 def test_module_size(path):
     n = len((SRC / "vitkit" / path).read_text().splitlines())
     assert n <= MAX_LINES, f"{path}: {n} lines; split it by job"
+
+
+# -- single owners (issue 28) ------------------------------------------------------------------------------------
+# What an architecture is (its fields, their flat form, the ResNet stem's conversion) is vitkit.models'; an image
+# size "R or (H, W)" becomes a pair in vitkit.image_size.as_hw. The checks below find a copy by its shape in the
+# syntax tree, so a re-added one fails here by file and line.
+
+def _outside(owner: tuple[str, ...]) -> list[tuple[str, ast.AST]]:
+    """(path, parsed module) of every module of the package not under ``owner`` (paths relative to src/vitkit)."""
+    out = []
+    for p in sorted((SRC / "vitkit").rglob("*.py")):
+        rel = str(p.relative_to(SRC / "vitkit"))
+        if not rel.startswith(owner):
+            out.append((rel, ast.parse(p.read_text())))
+    return out
+
+
+def _field_lists(tree: ast.AST, names: set[str]) -> list[int]:
+    """Lines of tuple/list/set literals naming at least three of ``names`` (a list of architecture fields)."""
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, (ast.Tuple, ast.List, ast.Set))
+            and sum(isinstance(e, ast.Constant) and e.value in names for e in node.elts) >= 3]
+
+
+def _resnet_builds(tree: ast.AST) -> list[int]:
+    """Lines that call ``ResNetConfig(...)`` (build or convert a ResNet stem config)."""
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "ResNetConfig"]
+
+
+def _size_pairs(tree: ast.AST) -> list[int]:
+    """Lines of functions that make a square pair of a value they test to be an int: ``(s, s) if isinstance(s, int)``
+    in any spelling (``(int(s), int(s))``, ``if isinstance(v, int): return (v, v)``): an image-size normaliser."""
+    def base(e: ast.AST) -> str | None:
+        if isinstance(e, ast.Call) and getattr(e.func, "id", None) == "int" and len(e.args) == 1:
+            e = e.args[0]
+        return ast.dump(e) if isinstance(e, (ast.Name, ast.Attribute)) else None
+
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        tested = {ast.dump(c.args[0]) for c in ast.walk(fn) if isinstance(c, ast.Call)
+                  and getattr(c.func, "id", None) == "isinstance" and len(c.args) == 2
+                  and "int" in ast.dump(c.args[1])}
+        for t in ast.walk(fn):
+            if isinstance(t, ast.Tuple) and len(t.elts) == 2 and base(t.elts[0]) is not None \
+                    and base(t.elts[0]) == base(t.elts[1]) and base(t.elts[0]) in tested:
+                found.append(t.lineno)
+    return found
+
+
+def test_owner_checks_find_copies():
+    arch = {"patch_size", "hidden_size", "mlp_dim", "num_heads", "resnet_layers"}
+    assert _field_lists(ast.parse('KEYS = ("patch_size", "hidden_size", "mlp_dim")\n'
+                                  'told = {"num_heads", "resnet_layers", "x", "patch_size"}'), arch) == [1, 2]
+    assert _field_lists(ast.parse('k = ("name", "num_heads", "gelu", "patch_size")'), arch) == []
+    assert _resnet_builds(ast.parse("r = ResNetConfig(**d)\ns = config.ResNetConfig(num_layers=())")) == [1, 2]
+    copies = ("def f(s):\n    return (s, s) if isinstance(s, int) else tuple(s)\n"
+              "def g(v):\n    if isinstance(v, int):\n        return (v, v)\n    return v\n"
+              "def h(d):\n    s = d.size\n    return (int(s), int(s)) if isinstance(s, int) else s\n"
+              "def ok(side):\n    return (side, side)\n")
+    assert _size_pairs(ast.parse(copies)) == [2, 5, 9]
+
+
+def test_architecture_fields_have_one_owner():
+    from vitkit.models.arch import ARCH_FIELDS, FLAT_RESNET
+
+    names = set(ARCH_FIELDS) | set(FLAT_RESNET)
+    copies = {f"{rel}:{line}" for rel, tree in _outside(("models/",)) for line in _field_lists(tree, names)}
+    assert not copies, f"architecture fields listed outside vitkit.models (ask vitkit.models.arch): {sorted(copies)}"
+
+
+def test_resnet_stem_configs_have_one_owner():
+    copies = {f"{rel}:{line}" for rel, tree in _outside(("models/",)) for line in _resnet_builds(tree)}
+    assert not copies, f"ResNetConfig built outside vitkit.models (ask models.arch.resnet_config): {sorted(copies)}"
+
+
+def test_image_sizes_are_normalised_in_one_function():
+    copies = {f"{rel}:{line}" for rel, tree in _outside(("image_size.py",)) for line in _size_pairs(tree)}
+    assert not copies, f"'R or (H, W)' normalised outside vitkit.image_size.as_hw: {sorted(copies)}"
+    from vitkit.image_size import as_hw
+
+    assert as_hw(3) == (3, 3) and as_hw([4, 5]) == (4, 5)  # the one place it happens

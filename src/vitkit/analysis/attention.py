@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..image_size import as_hw
+
 
 def _stack(attentions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if isinstance(attentions, torch.Tensor):
@@ -83,7 +85,7 @@ def attention_rollout(attentions: Sequence[torch.Tensor], num_prefix_tokens: int
 
 def patch_distances(side: int, patch_size: int | Sequence[int]) -> torch.Tensor:
     """(side^2, side^2) Euclidean distances in pixels between patch centres, row-major grid."""
-    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else (int(patch_size[0]), int(patch_size[1]))
+    ph, pw = as_hw(patch_size, "patch_size")
     r, c = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
     y = (r.reshape(-1) * ph).to(torch.float64)
     x = (c.reshape(-1) * pw).to(torch.float64)

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..models.arch import class_token_mismatch, has_class_token, posemb_grid
 from ..models.config import ViTConfig
 from .errors import CheckpointError, _shape, check_state_dict, num_heads_hint
 from .tensorfile import MAX_JSON_BYTES, peek_keys, read_json, read_tensor_file
@@ -170,10 +171,8 @@ def config_from_hf(
     if isinstance(fields["name"], str) and "/" in fields["name"] and "name" not in hints:
         fields["name"] = fields["name"].rstrip("/").rsplit("/", 1)[-1]
     cfg = parse_config(fields, source, aliases=HF_ALIASES, what="Hugging Face config")
-    if not cfg.has_class_token:
-        raise CheckpointError(
-            f"{source}: classifier={cfg.classifier!r} has no class token, but an HF ViT always has one"
-        )
+    if why := class_token_mismatch(cfg.classifier, True):
+        raise CheckpointError(f"{source}: {why}, but an HF ViT always has one")
     return cfg
 
 
@@ -189,9 +188,10 @@ def _infer_hf_dict(state: Mapping[str, torch.Tensor], source: str, hints: Mappin
     _dim(state, "blocks.0.mlp.fc1.weight", 0, 2, source)
     hidden = int(proj.shape[0])
     layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-    grid = int(round((pos.shape[1] - 1) ** 0.5))
-    if grid * grid != pos.shape[1] - 1:
-        raise CheckpointError(f"{source}: position embeddings {_shape(pos)} do not form a square grid")
+    try:
+        grid, _ = posemb_grid(int(pos.shape[1]), class_token=True, cls_row_optional=False)  # HF's always has one
+    except ValueError as e:
+        raise CheckpointError(f"{source}: position embeddings {_shape(pos)}: {e}") from None
     if "num_heads" not in hints:  # no hidden // 64 guess: ViT-H/14 has 16 heads of 80
         raise CheckpointError(f"{source}: a state dict without config.json does not store its number of heads "
                               f"(hidden size {hidden}); {num_heads_hint(source)}")
@@ -281,7 +281,7 @@ def hf_config_dict(cfg: ViTConfig) -> dict[str, Any]:
     problems = []
     if not cfg.transformer or cfg.has_stem:
         problems.append("hybrid/ResNet/convolutional-stem models have no HF ViT form")
-    if cfg.classifier not in ("token", "token_unpooled"):
+    if not has_class_token(cfg.classifier):
         problems.append(f"classifier={cfg.classifier!r} (HF ViT always pools the class token)")
     if cfg.norm_after_pool:
         problems.append("the final LayerNorm is applied after pooling (timm fc_norm)")

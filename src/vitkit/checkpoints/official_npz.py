@@ -29,7 +29,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..models.config import ResNetConfig, ViTConfig
+from ..models.arch import (
+    PLAIN_RESNET,
+    SHAPE_FIELDS,
+    ResNetConfig,
+    arch_diff,
+    class_token_mismatch,
+    posemb_grid,
+    resnet_config,
+)
+from ..models.config import ViTConfig
 from ..models.registry import get_config, list_models
 from .errors import CheckpointError, _shape, check_state_dict
 from .npz_layout import POSEMB, from_flax, layout_rules, official_shapes, to_flax
@@ -165,13 +174,12 @@ def _infer_resnet(arrays: Mapping[str, np.ndarray], source: str) -> ResNetConfig
             raise CheckpointError(f"{source}: block{s} has units {u}, not numbered unit1..unitN")
         layers.append(len(u))
     # width / 64 is exact in binary floating point, so the official int(64 * width_factor) gives `width` back
-    return ResNetConfig(num_layers=tuple(layers), width_factor=width / 64)
+    return resnet_config({"num_layers": layers, "width_factor": width / 64})
 
 
 def _known_name(cfg: ViTConfig) -> str:
     # Name the model after the official table when the architecture is one of them.
-    keys = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet", "transformer")
-    matches = [n for n in list_models() if all(getattr(get_config(n), k) == getattr(cfg, k) for k in keys)]
+    matches = [n for n in list_models() if not arch_diff(get_config(n), cfg, SHAPE_FIELDS)]
     for n in matches:
         if get_config(n).classifier == cfg.classifier:
             return n
@@ -195,10 +203,8 @@ def infer_config(arrays: Mapping[str, np.ndarray], source: str, **hints: Any) ->
                 f"(found {len(arrays)} tensors: {some}{', ...' if len(arrays) > 8 else ''})"
             )
         in_chans = int(arrays["conv_root/kernel"].shape[2])
-        fields = dict(name="custom", transformer=False, resnet=resnet, classifier="gap", patch_size=(1, 1),
-                      hidden_size=64, num_heads=1, mlp_dim=0, num_layers=0, num_classes=num_classes,
-                      in_chans=in_chans)
-        return _config(fields, hints, source, {"transformer", "resnet", "num_classes", "in_chans"})
+        told = dict(transformer=False, resnet=resnet, num_classes=num_classes, in_chans=in_chans)
+        return _config(told, {**PLAIN_RESNET, "name": "custom"}, hints, source)
 
     emb = _need(arrays, "embedding/kernel", source, 4)
     ph, pw, _, hidden = (int(s) for s in emb.shape)
@@ -221,10 +227,9 @@ def infer_config(arrays: Mapping[str, np.ndarray], source: str, **hints: Any) ->
     has_cls = "cls" in arrays
     if classifier is None:
         classifier = "token" if has_cls else "gap"
-    elif has_cls != (classifier in ("token", "token_unpooled")):
+    elif why := class_token_mismatch(classifier, has_cls):
         raise CheckpointError(
-            f"{source}: classifier={classifier!r} {'needs' if not has_cls else 'has no'} class token, but the "
-            f"file {'has one (cls)' if has_cls else 'has none (no cls tensor)'}"
+            f"{source}: {why}, but the file {'has one (cls)' if has_cls else 'has none (no cls tensor)'}"
         )
     rep = int(arrays["pre_logits/kernel"].shape[1]) if "pre_logits/kernel" in arrays else None
 
@@ -233,36 +238,25 @@ def infer_config(arrays: Mapping[str, np.ndarray], source: str, **hints: Any) ->
         raise CheckpointError(f"{source}: missing tensor {POSEMB!r} (learned position embeddings)")
     if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != hidden:
         raise CheckpointError(f"{source}: position embeddings have shape {_shape(pos)}; expected (1, N, {hidden})")
-    n = int(pos.shape[1])
-    prefix = 1 if has_cls else 0
-    side = int(round(np.sqrt(n - prefix))) if n > prefix else 0
-    if side * side != n - prefix:
-        side = int(round(np.sqrt(n)))  # posemb without a class-token row (big_vision)
-        if side * side != n:
-            raise CheckpointError(
-                f"{source}: {n} position embeddings do not form a square grid (+{prefix} class token)"
-            )
+    try:
+        side, _ = posemb_grid(int(pos.shape[1]), has_cls)  # a class token's row may be absent (big_vision)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from None
     reduction = resnet.reduction if resnet is not None else 1
     image = (side * ph * reduction, side * pw * reduction)
-    fields = dict(
-        name="custom", patch_size=(ph, pw), hidden_size=hidden, mlp_dim=mlp_dim, num_heads=heads,
-        num_layers=len(blocks), classifier=classifier, representation_size=rep, num_classes=num_classes,
-        image_size=image, in_chans=in_chans, resnet=resnet,
+    told = dict(
+        patch_size=(ph, pw), hidden_size=hidden, mlp_dim=mlp_dim, num_heads=heads, num_layers=len(blocks),
+        representation_size=rep, num_classes=num_classes, image_size=image, in_chans=in_chans, resnet=resnet,
     )
-    told = {"patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "representation_size",
-            "num_classes", "image_size", "in_chans", "resnet"}
-    return _config(fields, hints, source, told)
+    return _config(told, dict(name="custom", classifier=classifier), hints, source)
 
 
-def _config(fields: dict[str, Any], hints: Mapping[str, Any], source: str, told: set[str]) -> ViTConfig:
-    """Config from what the file tells plus hints; a hint may not contradict the file."""
-    for k, v in hints.items():
-        if k in told and fields[k] != v:
-            raise CheckpointError(f"{source}: {k}={v!r} contradicts the checkpoint, which has {k}={fields[k]!r}")
-    fields = {**fields, **hints}
-    if isinstance(fields.get("resnet"), ResNetConfig):  # parse_config takes the JSON form
-        r = fields["resnet"]
-        fields["resnet"] = {"num_layers": list(r.num_layers), "width_factor": r.width_factor}
+def _config(told: dict[str, Any], rest: dict[str, Any], hints: Mapping[str, Any], source: str) -> ViTConfig:
+    """Config from what the file tells, the reader's choices (``rest``) and hints; a hint may not contradict the
+    file."""
+    for k, _, _ in arch_diff(hints, told, [k for k in hints if k in told])[:1]:
+        raise CheckpointError(f"{source}: {k}={hints[k]!r} contradicts the checkpoint, which has {k}={told[k]!r}")
+    fields = {**rest, **told, **hints}
     cfg = parse_config(fields, source, what="config inferred from the .npz")
     return cfg if "name" in hints else cfg.replace(name=_known_name(cfg))
 

@@ -8,15 +8,13 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
+from ..models.arch import SHAPE_FIELDS, arch_diff
 from ..models.registry import get_config
 from ..models.timm_names import split_tag, timm_config
 from .api import load_model
 from .catalogue import default_for_model, list_entries
 from .errors import CheckpointError
 from .timm_tags import FEATURES_ONLY, known_tags, tag_source
-
-_ARCH_FIELDS = ("transformer", "resnet", "stem_channels", "stem_strides", "patch_size", "hidden_size", "mlp_dim",
-                "num_heads", "num_layers")
 
 
 def create_pretrained(name: str, num_classes: int | None, image_size: int | tuple[int, int] | None,
@@ -38,9 +36,9 @@ def create_pretrained(name: str, num_classes: int | None, image_size: int | tupl
     else:
         raise TypeError(f"pretrained must be True, False or a source (str), got {type(pretrained).__name__}")
     model = load_model(source, num_classes=num_classes, image_size=image_size, **overrides)
-    got = model.config
-    diff = [f"{k} {getattr(got, k)} (wanted {getattr(want, k)})" for k in _ARCH_FIELDS
-            if getattr(got, k) != getattr(want, k) and k not in overrides]
+    # The named model's shape; pooling, input channels and what the caller overrides are the caller's.
+    diff = [f"{k} {have} (wanted {wanted})"
+            for k, have, wanted in arch_diff(model.config, want, [k for k in SHAPE_FIELDS if k not in overrides])]
     if diff:
         raise CheckpointError(f"create_model({name!r}, pretrained={source!r}): the weights are another "
                               f"architecture: {', '.join(diff)}")

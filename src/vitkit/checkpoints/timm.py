@@ -34,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..models.arch import WEIGHT_FIELDS, arch_diff, class_token_mismatch, posemb_grid
 from ..models.config import ViTConfig
 from .errors import CheckpointError, _shape, num_heads_hint
 from .hf import _dim
@@ -174,15 +175,11 @@ def timm_state_to_model(
     hidden = int(proj.shape[0])
     if pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != hidden:
         raise CheckpointError(f"{source}: pos_embed has shape {_shape(pos)}; expected (1, N, {hidden})")
-    n = int(pos.shape[1])
-    prefix = 1 if has_cls else 0
-    side = int(round((n - prefix) ** 0.5))
-    if side * side != n - prefix:
-        side = int(round(n**0.5))
-        if not has_cls or side * side != n:
-            raise CheckpointError(
-                f"{source}: {n} position embeddings do not form a square grid (+{prefix} class token)"
-            )
+    try:
+        side, cls_row = posemb_grid(int(pos.shape[1]), has_cls)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    if has_cls and not cls_row:
         # no_embed_class: timm adds pos_embed before prepending the class token.
         ours["pos_embedding"] = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
     told = _told_by_config(timm_config or {}, source)
@@ -208,17 +205,12 @@ def timm_state_to_model(
     fields.update(told)
     fields.update(hints)
     cfg = parse_config(fields, source, what="config of the timm state dict")
-    if cfg.has_class_token != has_cls:
-        raise CheckpointError(
-            f"{source}: classifier={cfg.classifier!r} {'needs' if cfg.has_class_token else 'has no'} class token, "
-            f"but the file {'has one' if has_cls else 'has none'}"
-        )
+    if why := class_token_mismatch(cfg.classifier, has_cls):
+        raise CheckpointError(f"{source}: {why}, but the file {'has one' if has_cls else 'has none'}")
     if vitkit_config is not None:  # the rest of what vitkit's export recorded must agree with the tensors
-        for f in ("num_layers", "hidden_size", "mlp_dim", "patch_size", "image_size", "in_chans", "num_classes",
-                  "representation_size", "norm_after_pool", "transformer"):
-            if getattr(vitkit_config, f) != getattr(cfg, f):
-                raise CheckpointError(f"{source}: vitkit_config field {f}={getattr(vitkit_config, f)!r} contradicts "
-                                      f"the tensors, which give {f}={getattr(cfg, f)!r}")
+        for f, recorded, found in arch_diff(vitkit_config, cfg, (*WEIGHT_FIELDS, "norm_after_pool"))[:1]:
+            raise CheckpointError(f"{source}: vitkit_config field {f}={recorded!r} contradicts the tensors, which "
+                                  f"give {f}={found!r}")
     k = (timm_config or {}).get("num_classes")
     if k is not None and k != cfg.num_classes:
         raise CheckpointError(f"{source}: config.json says num_classes={k}, the head has {cfg.num_classes} outputs")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..image_size import as_hw
 from .common import (
     PRECISIONS,
     add_batch_size,
@@ -37,7 +38,6 @@ from .common import (
     non_negative_int,
     positive_int,
     resolve_device_precision,
-    size_hw,
     size_label,
 )
 
@@ -233,7 +233,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     model = _make_model(args).to(dev)
     cfg = model.config
     flops_img = count_flops(cfg)
-    x = torch.randn(args.batch_size, cfg.in_chans, *size_hw(args.image_size), device=dev)
+    x = torch.randn(args.batch_size, cfg.in_chans, *as_hw(args.image_size, "--image-size"), device=dev)
     y = torch.randint(0, max(cfg.num_classes, 1), (args.batch_size,), device=dev)
     res: dict[str, Any] = {
         "model": cfg.name, "mode": args.mode, "batch": args.batch_size, "image_size": args.image_size,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..errors import UserError, did_you_mean
+from ..image_size import as_hw
 
 # Copies of vitkit.perf.PRECISIONS and vitkit.data.preprocess.PREPROCESSINGS: argparse needs the choices when the
 # parser is built, and importing those modules imports torch (seconds). tests/cli/test_cli_vocabulary.py fails
@@ -164,14 +165,9 @@ def image_size(text: str) -> int | tuple[int, int]:
     raise argparse.ArgumentTypeError(f"expected R or HxW (e.g. 384 or 384x256), got {text!r}")
 
 
-def size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    """(height, width) of an --image-size value."""
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 def size_label(size: int | tuple[int, int]) -> str:
     """``224`` or ``384x256``: an --image-size value as it is written on the command line and in file names."""
-    h, w = size_hw(size)
+    h, w = as_hw(size, "--image-size")
     return str(h) if h == w else f"{h}x{w}"
 
 

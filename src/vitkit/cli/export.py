@@ -6,7 +6,8 @@ import argparse
 import json
 
 from ..errors import UserError
-from .common import add_command, add_image_size, add_json, add_model, add_out, log, positive_int, size_hw
+from ..image_size import as_hw
+from .common import add_command, add_image_size, add_json, add_model, add_out, log, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +88,7 @@ def _run_int8(args: argparse.Namespace, model, out: str) -> int:  # noqa: ANN001
         from ..evaluate.data import gather_images
 
         at = model
-        if args.image_size is not None and tuple(cfg.image_size) != size_hw(args.image_size):
+        if args.image_size is not None and tuple(cfg.image_size) != as_hw(args.image_size, "--image-size"):
             import copy
 
             at = copy.deepcopy(model)

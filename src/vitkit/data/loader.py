@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
+from ..image_size import as_hw
 from .batches import _cache_options, _Collate, _decode_into_memory, _MapBatches, _StreamBatches
 from .catalog import check_labels
 from .options import LoaderOptions, loader_options
@@ -273,13 +274,6 @@ def _identity(x: Any) -> Any:  # module level so spawn-started workers can pickl
     return x
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    h, w = v
-    return (int(h), int(w))
-
-
 def build_loader(spec: str | Any, options: LoaderOptions | None = None, *, split: str = "train", train: bool = True,
                  batch_size: int = 32, mean: tuple[float, ...] = VIT_MEAN, std: tuple[float, ...] = VIT_STD,
                  in_chans: int = 3, seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
@@ -327,7 +321,7 @@ def build_loader(spec: str | Any, options: LoaderOptions | None = None, *, split
     if randaugment is not None:
         if len(randaugment) != 2 or randaugment[0] < 0:
             raise UserError(f"randaugment must be (num_ops, magnitude), got {randaugment}")
-    size = _pair(image_size)
+    size = as_hw(image_size)
     if min(size) <= 0:
         raise UserError(f"image_size must be positive, got {image_size}")
     shuffle = train if shuffle is None else shuffle

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from ..errors import UserError
+from ..image_size import as_hw
 
 _SPEC = re.compile(r"^(digits|folder|wds|mnist|cifar|hf)(:|\?|$)")
 
@@ -72,8 +73,8 @@ def load_for_inference(path: str, image_size: int | tuple[int, int] | None = Non
 
     model = load_model(path)
     if image_size is not None:
-        hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(hw) != 2 or min(hw) < 1:
+        hw = as_hw(image_size, "--image-size")
+        if min(hw) < 1:
             raise UserError(f"--image-size must be positive (R or HxW), got {image_size}")
         if tuple(model.config.image_size) != hw:
             model.set_image_size(hw)

@@ -19,6 +19,7 @@ import torch
 from ..data.image_input import ImageLike, ImageTransform
 from ..data.preprocess import IMAGE_SUFFIXES, check_preprocess, default_preprocess
 from ..errors import UserError
+from ..image_size import as_hw
 
 __all__ = ["IMAGE_SUFFIXES", "ImageList", "find_images", "load_image", "load_images"]
 
@@ -72,8 +73,7 @@ def load_image(
 
 def _transform(image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], in_chans: int,
                preprocess: str | None) -> ImageTransform:
-    h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
-    return ImageTransform(image_size=(h, w), mean=mean, std=std, in_chans=in_chans, preprocess=preprocess)
+    return ImageTransform(image_size=as_hw(image_size), mean=mean, std=std, in_chans=in_chans, preprocess=preprocess)
 
 
 def load_images(
@@ -96,6 +96,5 @@ def load_images(
             if warn:
                 print(f"warning: skipped {e}", file=sys.stderr)
     if not tensors:
-        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        return torch.empty(0, in_chans, h, w), ok, skipped
+        return torch.empty(0, in_chans, *transform.image_size), ok, skipped
     return torch.stack(tensors), ok, skipped

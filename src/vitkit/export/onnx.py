@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..image_size import as_hw
+
 TOLERANCE = 1e-4
 
 
@@ -165,7 +167,7 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     m = copy.deepcopy(model).float().eval()
     if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        size = as_hw(image_size)
         if tuple(m.config.image_size) != size:
             m.set_image_size(size)  # validates divisibility by the patch size; resamples posemb
     cfg = m.config

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..image_size import as_hw
 from .onnx import _needs, export_onnx, write_metadata
 
 METHODS = ("dynamic", "static")
@@ -150,7 +151,7 @@ def export_onnx_int8(
     out.parent.mkdir(parents=True, exist_ok=True)
     size = None
     if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        size = as_hw(image_size)
     want = size or tuple(model.config.image_size)
     calib = None
     if calibration is not None:

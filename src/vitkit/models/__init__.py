@@ -1,5 +1,6 @@
 """The network: ViT, hybrids, the BiT ResNet, and the registry of named configs."""
 
+from .arch import arch_diff
 from .bit import BiTResNet
 from .config import ResNetConfig, ViTConfig
 from .posemb import resample_grid, resample_posemb
@@ -7,6 +8,6 @@ from .registry import build_model, canonical_name, create_model, get_config, lis
 from .vit import Intermediates, VisionTransformer
 
 __all__ = [
-    "BiTResNet", "Intermediates", "ResNetConfig", "ViTConfig", "VisionTransformer", "build_model",
+    "BiTResNet", "Intermediates", "arch_diff", "ResNetConfig", "ViTConfig", "VisionTransformer", "build_model",
     "canonical_name", "create_model", "get_config", "list_models", "resample_grid", "resample_posemb",
 ]

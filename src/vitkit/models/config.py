@@ -17,6 +17,11 @@ from typing import Any
 
 from ..data.preprocess import VIT_MEAN, VIT_STD
 from ..errors import UserError
+from ..image_size import as_hw
+from .arch import ConfigFieldError, ResNetConfig, has_class_token, resnet_config
+
+__all__ = ["CLASSIFIERS", "ConfigFieldError", "GELU_VARIANTS", "POOLED_CLASSIFIERS", "POSEMB_RESAMPLE", "ResNetConfig",
+           "ViTConfig"]
 
 CLASSIFIERS = ("token", "gap", "unpooled", "token_unpooled")
 # The classifiers that pool to one vector per image (the *_unpooled ones give a logit per token): what an image
@@ -43,14 +48,6 @@ FLOAT_LIMITS: dict[str, tuple[float, float]] = {
 MAX_NAME_LEN = 1000
 
 
-class ConfigFieldError(ValueError):
-    """A config value of the wrong type or out of range; ``field`` names it (for file-level messages)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
 def _int_field(name: str, v: Any) -> int:
     """``v`` as an int in ``INT_LIMITS[name]``; bools, floats and strings are refused, not converted."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
@@ -72,12 +69,11 @@ def _float_field(name: str, v: Any) -> float:
 
 
 def _pair_field(name: str, v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ConfigFieldError(name, f"{name}={v!r}: expected an integer or a pair of integers (height, width)")
-        return (_int_field(name, v[0]), _int_field(name, v[1]))
-    n = _int_field(name, v)
-    return (n, n)
+    try:
+        h, w = as_hw(v, name)  # the one "R or (H, W)" normaliser
+    except UserError as e:
+        raise ConfigFieldError(name, str(e)) from None
+    return (_int_field(name, h), _int_field(name, w))
 
 
 def _str_field(name: str, v: Any, max_len: int = MAX_NAME_LEN) -> str:
@@ -86,48 +82,6 @@ def _str_field(name: str, v: Any, max_len: int = MAX_NAME_LEN) -> str:
     if len(v) > max_len:
         raise ConfigFieldError(name, f"{name}: a string of {len(v)} characters; at most {max_len} are allowed")
     return v
-
-
-@dataclass(frozen=True)
-class ResNetConfig:
-    """The BiT ResNet used as a hybrid stem (``config.resnet`` in the official code).
-
-    ``num_layers`` is the number of bottleneck units per stage; ``()`` means only the root
-    block (7x7/2 StdConv, GroupNorm, ReLU, 3x3/2 max-pool).
-    """
-
-    num_layers: tuple[int, ...] = (3, 4, 9)
-    # Any positive float, as the official ``int(64 * width_factor)`` (0.5 -> 32 channels); integral values are
-    # kept as int so configs written before read back equal.
-    width_factor: int | float = 1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "num_layers", tuple(int(n) for n in self.num_layers))
-        wf = self.width_factor
-        if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not math.isfinite(wf) or wf <= 0:
-            raise UserError(f"resnet.width_factor must be a positive number, got {wf!r}")
-        object.__setattr__(self, "width_factor", int(wf) if float(wf).is_integer() else float(wf))
-        if self.width < 32 or self.width % 32:
-            # every ResNet GroupNorm has 32 groups (Flax's default), which must divide the channels
-            raise UserError(f"resnet.width_factor {wf} gives int(64 * {wf}) = {self.width} root channels; the "
-                             "32-group GroupNorms need a positive multiple of 32 (width_factor 0.5, 1, 1.5, ...)")
-        if any(n < 1 for n in self.num_layers):
-            raise UserError(f"resnet.num_layers must be positive, got {self.num_layers}")
-
-    @property
-    def width(self) -> int:
-        return int(64 * self.width_factor)
-
-    @property
-    def reduction(self) -> int:
-        """Total spatial down-sampling of the stem (root /4, each stage after the first /2)."""
-        return 4 * 2 ** max(len(self.num_layers) - 1, 0)
-
-    @property
-    def out_channels(self) -> int:
-        if not self.num_layers:
-            return self.width
-        return self.width * 2 ** (len(self.num_layers) - 1) * 4
 
 
 @dataclass(frozen=True)
@@ -219,10 +173,7 @@ class ViTConfig:
             if not isinstance(v, (tuple, list)) or len(v) > MAX_STEM_LAYERS:
                 raise ConfigFieldError(k, f"{k}={v!r}: expected a list of at most {MAX_STEM_LAYERS} integers")
             put(k, tuple(_int_field(k, x) for x in v))
-        if isinstance(self.resnet, dict):
-            put("resnet", ResNetConfig(**self.resnet))
-        if self.resnet is not None and not isinstance(self.resnet, ResNetConfig):
-            raise ConfigFieldError("resnet", f"resnet={self.resnet!r}: expected a ResNet config or null")
+        put("resnet", resnet_config(self.resnet, complete=False))
         if self.class_names is not None:
             if not isinstance(self.class_names, (tuple, list)):
                 raise ConfigFieldError(
@@ -285,7 +236,7 @@ class ViTConfig:
     # -- derived quantities -------------------------------------------------
     @property
     def has_class_token(self) -> bool:
-        return self.transformer and self.classifier in ("token", "token_unpooled")
+        return self.transformer and has_class_token(self.classifier)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -346,8 +297,6 @@ class ViTConfig:
         if unknown:
             valid = ", ".join(sorted(f.name for f in dataclasses.fields(self)))
             raise TypeError(f"unknown model option(s) {sorted(unknown)}; valid options: {valid}")
-        if "resnet" in changes and isinstance(changes["resnet"], dict):
-            changes["resnet"] = ResNetConfig(**changes["resnet"])
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -370,8 +319,7 @@ class ViTConfig:
         if unknown:
             raise UserError(f"model config has unknown fields {sorted(map(str, unknown))}")
         d = dict(d)
-        if d.get("resnet") is not None:
-            d["resnet"] = _resnet_from_dict(d["resnet"])
+        d["resnet"] = resnet_config(d.get("resnet"))  # a file names both of the stem's fields
         for k in ("patch_size", "image_size", "mean", "std", "class_names", "stem_channels", "stem_strides"):
             if isinstance(d.get(k), list):  # JSON lists; anything else is left to the type checks
                 d[k] = tuple(d[k])
@@ -380,27 +328,3 @@ class ViTConfig:
     @classmethod
     def from_json(cls, s: str) -> ViTConfig:
         return cls.from_dict(json.loads(s))
-
-
-# Stages and units per stage of a hybrid stem read from a file (BiT-R152: 4 stages, at most 36 units).
-MAX_RESNET_STAGES, MAX_RESNET_UNITS, MAX_WIDTH_FACTOR = 8, 1024, 256
-
-
-def _resnet_from_dict(r: Any) -> ResNetConfig:
-    """A :class:`ResNetConfig` from its JSON form, with types and ranges checked first."""
-    if not isinstance(r, dict) or set(r) != {"num_layers", "width_factor"}:
-        raise ConfigFieldError("resnet", f"resnet={r!r}: expected {{'num_layers': [...], 'width_factor': int}} or null")
-    layers, wf = r["num_layers"], r["width_factor"]
-    what = "resnet.num_layers"
-    if not isinstance(layers, (list, tuple)) or len(layers) > MAX_RESNET_STAGES:
-        raise ConfigFieldError(what, f"{what}={layers!r}: expected a list of at most {MAX_RESNET_STAGES} unit counts")
-    for n in layers:
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_RESNET_UNITS:
-            raise ConfigFieldError(what, f"{what}={layers!r}: expected integers in [1, {MAX_RESNET_UNITS}]")
-    if isinstance(wf, bool) or not isinstance(wf, numbers.Real) or not 0 < wf <= MAX_WIDTH_FACTOR:
-        what = "resnet.width_factor"  # NaN fails the range test too
-        raise ConfigFieldError(what, f"{what}={wf!r}: expected a number in (0, {MAX_WIDTH_FACTOR}]")
-    try:
-        return ResNetConfig(num_layers=tuple(int(n) for n in layers), width_factor=wf)
-    except ValueError as e:  # ResNetConfig's own rules (its owner decides which widths exist)
-        raise ConfigFieldError("resnet", str(e)) from e

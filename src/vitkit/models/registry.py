@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from .arch import PLAIN_RESNET
 from .bit import BiTResNet
 from .config import ResNetConfig, ViTConfig
 from .timm_names import TIMM_NAMES, split_tag, timm_config
@@ -59,10 +60,7 @@ _variant(L16, "R50+ViT-L_32", patch_size=(1, 1), resnet=ResNetConfig((3, 4, 6, 3
 _BIT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 for _depth, _layers in _BIT_DEPTHS.items():
     for _wf in (1, 2, 3, 4):
-        register(ViTConfig(
-            name=f"BiT-R{_depth}x{_wf}", transformer=False, resnet=ResNetConfig(_layers, _wf),
-            classifier="gap", patch_size=(1, 1), hidden_size=64, num_heads=1, mlp_dim=0, num_layers=0,
-        ))
+        register(ViTConfig(name=f"BiT-R{_depth}x{_wf}", resnet=ResNetConfig(_layers, _wf), **PLAIN_RESNET))
 
 
 def canonical_name(name: str) -> str:
@@ -93,8 +91,6 @@ def list_models() -> list[str]:
 
 def get_config(name: str, **overrides: Any) -> ViTConfig:
     cfg = timm_config(name) or _REGISTRY[canonical_name(name)]
-    if "resnet" in overrides and isinstance(overrides["resnet"], dict):
-        overrides["resnet"] = ResNetConfig(**overrides["resnet"])
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..data import Loader, Mixup, build_loader, dataset_info
 from ..errors import UserError
-from ..models.config import ResNetConfig, ViTConfig
+from ..models.arch import ARCH_FIELDS, FLAT_RESNET, arch_diff, resnet_from_flat
+from ..models.config import ViTConfig
 from ..training_checkpoint import latest_checkpoint, remove_stale_temporaries
 from .config import ARCHITECTURE, TrainConfig, image_hw
 from .dist import DistInfo
@@ -62,42 +63,25 @@ def prepare_process(cfg: TrainConfig, d: DistInfo, out: Path, resume: bool) -> P
 def model_overrides(cfg: TrainConfig) -> dict[str, Any]:
     """The ViTConfig fields ``model.*`` sets (``None`` fields keep the named model's / the checkpoint's)."""
     m = cfg.model
-    over = {k: v for k, v in vars(m).items() if v is not None and k not in ("name", "init", "resnet_layers",
-                                                                              "resnet_width")}
+    over = {k: v for k, v in vars(m).items() if v is not None and k not in ("name", "init", *FLAT_RESNET)}
     if "representation_size" in over:
         over["representation_size"] = over["representation_size"] or None  # 0: no pre-logits layer
     if m.resnet_layers is not None or m.resnet_width is not None:
         from ..models.registry import get_config
 
-        base = get_config(m.name).resnet or ResNetConfig(num_layers=())
-        layers = base.num_layers if m.resnet_layers is None else m.resnet_layers
-        width = base.width_factor if m.resnet_width is None else m.resnet_width
-        over["resnet"] = ResNetConfig(num_layers=layers, width_factor=width)
+        over["resnet"] = resnet_from_flat(m.resnet_layers, m.resnet_width, get_config(m.name).resnet)
     return over
 
 
 def _check_against_checkpoint(cfg: TrainConfig, loaded: Any) -> None:
     """Architecture fields set explicitly with ``model.init`` must agree with the checkpoint."""
     m = cfg.model
-    got = {k: getattr(loaded, k) for k in ARCHITECTURE if hasattr(loaded, k)}
-    if loaded.resnet is not None:
-        got.update(resnet_layers=loaded.resnet.num_layers, resnet_width=loaded.resnet.width_factor)
-    else:
-        got.update(resnet_layers=None, resnet_width=None)
-    for k in ARCHITECTURE:
-        want = getattr(m, k)
-        if want is None:
-            continue
-        have = got.get(k)
-        if k == "patch_size" and isinstance(want, int):
-            want = (want, want)
-        if k in ("resnet_layers", "stem_channels", "stem_strides"):
-            want = tuple(want)
-        if want != have:
-            implied = _implied_by_name(m.name, k, want)
-            raise UserError(f"model.{k}={getattr(m, k)!r}{implied} contradicts model.init={m.init!r}, "
-                            f"which has {k}={have!r}; the architecture comes from the checkpoint: drop model.{k}"
-                            f"{' / model.name' if implied else ''}")
+    given = {k: getattr(m, k) for k in ARCHITECTURE if getattr(m, k) is not None}
+    for k, want, have in arch_diff(given, loaded, ARCHITECTURE)[:1]:
+        implied = _implied_by_name(m.name, k, want)
+        raise UserError(f"model.{k}={getattr(m, k)!r}{implied} contradicts model.init={m.init!r}, "
+                        f"which has {k}={have!r}; the architecture comes from the checkpoint: drop model.{k}"
+                        f"{' / model.name' if implied else ''}")
 
 
 def _implied_by_name(name: str, k: str, want: Any) -> str:
@@ -123,7 +107,7 @@ def build_train_model(cfg: TrainConfig, num_classes: int, class_names: list[str]
     if cfg.model.init:
         # The file decides the architecture; explicit fields are checked against it after loading (some
         # formats need num_heads/classifier as hints to read at all, so they go in as given).
-        arch = {k: over.pop(k) for k in list(over) if k in ARCHITECTURE or k == "resnet"}
+        arch = {k: over.pop(k) for k in list(over) if k in ARCH_FIELDS}
         hints = {k: arch[k] for k in ("classifier", "num_heads") if k in arch}
         rep = over.pop("representation_size", None)
         model = load_model(cfg.model.init, num_classes=num_classes, image_size=size, representation_size=rep,
@@ -154,11 +138,9 @@ def resume_model(state: dict[str, Any], path: Path, cfg: TrainConfig, num_classe
                          f"data.image_size={cfg.data.image_size}")
     # model.* options: weight-free ones (dropout, ...) apply; ones that decide the weights must agree.
     over = model_overrides(cfg)
-    for k in [k for k in over if k in ARCHITECTURE or k in ("resnet", "representation_size")]:
-        want, have = over.pop(k), getattr(mc, k)
-        if (want, want) == have if isinstance(want, int) and isinstance(have, tuple) else want == have:
-            continue
-        raise ValueError(f"--resume: model.{k}={want!r} but {path} holds a model with {k}={have!r}")
+    weights = {k: over.pop(k) for k in list(over) if k in ARCH_FIELDS or k == "representation_size"}
+    for k, _, have in arch_diff(weights, mc, tuple(weights))[:1]:
+        raise ValueError(f"--resume: model.{k}={weights[k]!r} but {path} holds a model with {k}={have!r}")
     return build_model(mc.replace(**over) if over else mc).train()
 
 

@@ -33,6 +33,8 @@ from ..data.options import LoaderOptions
 from ..data.spec import SPLIT_NAMES
 from ..data.transforms import check_crop
 from ..errors import UserError
+from ..image_size import HW, as_hw
+from ..models.arch import ARCH_FIELDS, FLAT_RESNET, SHAPE_FIELDS, arch_values, flat
 from ..models.config import GELU_VARIANTS, POOLED_CLASSIFIERS, POSEMB_RESAMPLE, ViTConfig
 from ..perf import PRECISIONS
 from .options import from_dict_typed, set_option, to_dict
@@ -48,9 +50,9 @@ __all__ = ["ARCHITECTURE", "DataConfig", "DistConfig", "ModelConfig", "OptimConf
 # model.resnet_layers / model.resnet_width (a nested config does not fit key=value); extra is free-form.
 _DECIDED_ELSEWHERE = ("name", "num_classes", "class_names", "image_size", "resnet", "extra")
 _VOCABULARIES = {"classifier": POOLED_CLASSIFIERS, "gelu": GELU_VARIANTS, "posemb_resample": POSEMB_RESAMPLE}
-# Fields that decide which weights exist: with model.init they come from the checkpoint.
-ARCHITECTURE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "classifier", "in_chans",
-                "transformer", "resnet_layers", "resnet_width", "stem_channels", "stem_strides")
+# Fields that decide which weights exist (ViTConfig's, the ResNet stem flat): with model.init they come from the
+# checkpoint.
+ARCHITECTURE = flat(ARCH_FIELDS)
 
 
 def _override_type(name: str, tp: Any) -> Any:
@@ -70,8 +72,9 @@ def _model_config_fields() -> list[tuple[str, Any, Any]]:
     for f in dataclasses.fields(ViTConfig):
         if f.name not in _DECIDED_ELSEWHERE:
             out.append((f.name, _override_type(f.name, vit_types[f.name]), field(default=None)))
-    out += [("resnet_layers", Optional[tuple[int, ...]], field(default=None)),  # noqa: UP045
-            ("resnet_width", Optional[float], field(default=None))]  # noqa: UP045
+    layers, width = FLAT_RESNET
+    out += [(layers, Optional[tuple[int, ...]], field(default=None)),  # noqa: UP045
+            (width, Optional[float], field(default=None))]  # noqa: UP045
     return out
 
 
@@ -231,19 +234,14 @@ def apply_layers(cfg: TrainConfig, layers: list[list[str | tuple[str, Any]]]) ->
 
 
 # The fields an explicit model.name implies with model.init (its shape; pooling and head are the fine-tune's).
-NAME_SHAPE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width",
-              "stem_channels", "stem_strides")
+NAME_SHAPE = flat(SHAPE_FIELDS)
 
 
 def name_shape(name: str) -> dict[str, Any]:
     """The :data:`NAME_SHAPE` fields of a registered model, as ``model.*`` values (tuples; None: no ResNet stem)."""
     from ..models.registry import get_config
 
-    named = get_config(name)
-    shape = {k: getattr(named, k) for k in NAME_SHAPE if not k.startswith("resnet_")}
-    shape["resnet_layers"] = named.resnet.num_layers if named.resnet else None
-    shape["resnet_width"] = named.resnet.width_factor if named.resnet else None
-    return {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in shape.items()}
+    return arch_values(get_config(name), NAME_SHAPE)
 
 
 def _shape_of_name(m: ModelConfig, given: set[str]) -> None:
@@ -321,10 +319,9 @@ def validate(cfg: TrainConfig) -> None:
 
 
 
-def image_hw(data: DataConfig) -> tuple[int, int]:
+def image_hw(data: DataConfig) -> HW:
     """``data.image_size`` as the (h, w) pair every consumer gets."""
-    s = data.image_size
-    return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
+    return as_hw(data.image_size, "data.image_size")
 
 
 def list_options(cfg: TrainConfig | None = None) -> list[tuple[str, str, Any]]:
