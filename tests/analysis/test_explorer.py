@@ -182,6 +182,14 @@ def test_hovering_a_distance_point_highlights_its_head_and_shows_its_map(browser
     assert page.locator("#layer").input_value() == "0" and page.locator("#head").input_value() == "1"
     assert "layer 1, head 2" in page.locator("figcaption >> nth=1").inner_text()
     assert _changed(before, _shot(canvas)) > 0.1  # the same query, another layer and head
+    # The chart is one tab stop; the arrow keys walk its points (right: next layer, down: previous head).
+    assert page.locator("#distance circle[tabindex='0']").count() == 1
+    page.locator("#distance circle[tabindex='0']").focus()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowDown")
+    focused = page.evaluate("[document.activeElement.dataset.layer, document.activeElement.dataset.head]")
+    assert focused == [str(LAYERS - 1), str(HEADS - 2)]
+    assert page.locator("#layer").input_value() == str(LAYERS - 2) and page.locator("#head").input_value() == "0"
     page.context.close()
 
 

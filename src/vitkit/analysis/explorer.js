@@ -205,7 +205,7 @@
   const points = [];
   D.distance.forEach((row, l) => row.forEach((d, h) => {
     const jitter = H > 1 ? (h / (H - 1) - 0.5) * 0.5 * (W - m.l - m.r) / L : 0;
-    const c = sv("circle", { cx: sx(l + 1) + jitter, cy: sy(d), r: 4.5, tabindex: 0, role: "button",
+    const c = sv("circle", { cx: sx(l + 1) + jitter, cy: sy(d), r: 4.5, tabindex: -1, role: "button",
                             fill: `hsl(${Math.round(300 * h / Math.max(H - 1, 1))}, 70%, 45%)`,
                             "aria-label": `layer ${l + 1}, head ${h + 1}: ${d.toFixed(1)} pixels` });
     c.appendChild(document.createElementNS(SVGNS, "title")).textContent = `layer ${l + 1}, head ${h + 1}: ` +
@@ -218,6 +218,19 @@
     c.addEventListener("click", pick);
     points.push(c);
   }));
+  // One tab stop for the whole chart (a roving tabindex): the arrow keys move between layers and heads.
+  points[points.length - 1].setAttribute("tabindex", 0);
+  svg.addEventListener("keydown", (e) => {
+    const i = points.indexOf(document.activeElement);
+    const step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowDown: [0, -1], ArrowUp: [0, 1] }[e.key];
+    if (i < 0 || !step) return;
+    e.preventDefault();
+    const l = Math.max(0, Math.min(L - 1, Math.floor(i / H) + step[0]));
+    const next = points[l * H + Math.max(0, Math.min(H - 1, i % H + step[1]))];
+    points[i].setAttribute("tabindex", -1);
+    next.setAttribute("tabindex", 0);
+    next.focus();
+  });
   function highlightHead(h) {
     state.hlHead = h;
     for (const c of points) {
