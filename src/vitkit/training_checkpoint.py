@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 FOLDER = "checkpoints"  # under the run's --out
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 PATTERN = "step_*.pt"  # what _NAME matches, as a glob (for messages and people)
@@ -131,7 +133,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return _torch_load(path, mmap=False)
     except Exception as e:  # a truncated or foreign file: say which one
-        raise ValueError(f"{path}: not a readable vitkit training checkpoint ({type(e).__name__}: {e})") from e
+        raise UserError(f"{path}: not a readable vitkit training checkpoint ({type(e).__name__}: {e})") from e
 
 
 def is_training_checkpoint(path: Path) -> bool:

@@ -154,9 +154,13 @@ def resolve(source: str | os.PathLike[str], *, progress: bool = True) -> Resolve
 
 
 def _not_found(text: str) -> str:
+    from ..errors import did_you_mean
+    from .catalogue import CATALOGUE
+
     msg = f"checkpoint not found: {text}"
-    if looks_like_catalogue_name(text):
-        return msg + " (not a catalogue name either; `vitkit models --pretrained` lists them)"
+    near = did_you_mean(text.removeprefix("gs://vit_models/").removesuffix(".npz"), CATALOGUE)
+    if looks_like_catalogue_name(text) or near and "/" in text:
+        return msg + f"{near}; not a catalogue name either: `vitkit models --pretrained` lists them"
     from ..models.registry import canonical_name
 
     try:
@@ -170,7 +174,6 @@ def _not_found(text: str) -> str:
         hint = f"; its pre-trained weights: {entry.name}" if entry else ""
         return msg + f" ({text} is a model name: create_model({name!r}) builds it{hint})"
     if re.fullmatch(r"[A-Za-z][\w+-]*", text):  # a bare word (no folder, no suffix) was meant as a model name
-        from ..errors import did_you_mean
         from ..models.registry import list_models
 
         return msg + (f" (no such file, and unknown model {text!r}{did_you_mean(text, list_models())}; "

@@ -16,6 +16,7 @@ from .common import (
     add_out,
     add_preprocess,
     add_split,
+    check_out,
     hidden_alias,
     positive_int,
 )
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = list(args.images) + list(getattr(args, "images_option", None) or []) + ([args.data] if args.data else [])
     if not inputs:
         raise UserError("no images: give image files or folders, or --data SPEC")
+    check_out(args.out, folder=True)
     model = load_for_inference(args.model, args.image_size)
     check_analyzable(model)  # a BiT ResNet fails here, before any image is read
     layers = None

@@ -34,6 +34,7 @@ from .common import (
     add_out,
     add_precision,
     add_split,
+    check_out,
     hidden_alias,
     non_negative_int,
     positive_int,
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from ..perf.allocator import tune_cpu_allocator
 
     _check(args)
+    if args.out:
+        check_out(args.out, folder=True)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

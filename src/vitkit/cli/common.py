@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ..errors import UserError, did_you_mean
@@ -72,7 +74,8 @@ class Parser(argparse.ArgumentParser):
             action = next((a for a in self._actions if m.group(1) in (a.metavar, *a.option_strings, a.dest)), None)
             if action is not None and action.choices:
                 message += did_you_mean(m.group(2), [str(c) for c in action.choices])
-        super().error(message)
+        # One line, as every other user error (argparse's own error() prints the whole usage first).
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` shows the options)\n")
 
     def _option_names(self) -> list[str]:
         return [o for a in self._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
@@ -128,6 +131,29 @@ def add_out(p: argparse.ArgumentParser, *, what: str, required: bool = False, de
     p.add_argument("--out", required=required, default=default, metavar="PATH", help=f"output: {what}")
 
 
+def check_out(path: str, *, folder: bool, flag: str = "--out", suffix: str = "") -> None:
+    """Refuse an output path that cannot be written, before any work is done (an evaluation that runs for an hour
+    and then cannot write its report): a file where a folder is wanted or the other way round, a path under a file,
+    a folder without write permission. The write itself may still fail (a full disk); this catches the mistakes."""
+    p = Path(path)
+    if p.is_dir() and not folder:
+        raise UserError(f"{flag} {path} is a folder; give the name of the file to write (e.g. {p / 'model'}{suffix})")
+    if p.exists() and folder and not p.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; choose a new or existing folder for {flag}")
+    if p.exists():
+        if not os.access(p, os.W_OK | (os.X_OK if folder else 0)):
+            raise UserError(f"{flag} {path} is not writable (permission denied); choose another {flag}")
+        return
+    base = p.absolute().parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is a file, so nothing can be created under it; choose another "
+                        f"{flag}")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot create it in {base} (permission denied); choose another {flag}")
+
+
 def add_batch_size(p: argparse.ArgumentParser, *, default: int | None, extra: str = "") -> None:
     p.add_argument("--batch-size", type=positive_int, default=default, metavar="N", help="images per batch" + extra)
 
@@ -157,12 +183,15 @@ def add_image_size(p: argparse.ArgumentParser, *, default: int | None = None, ex
 def image_size(text: str) -> int | tuple[int, int]:
     """argparse type of --image-size: ``R`` (a square, kept as one int) or ``HxW`` (a pair)."""
     parts = re.split(r"[x,]", text.strip().lower())
-    if len(parts) == 1:
-        return positive_int(parts[0])
-    if len(parts) == 2:
-        h, w = (positive_int(v) for v in parts)
-        return h if h == w else (h, w)
-    raise argparse.ArgumentTypeError(f"expected R or HxW (e.g. 384 or 384x256), got {text!r}")
+    try:
+        if len(parts) == 1:
+            return positive_int(parts[0])
+        if len(parts) == 2:
+            h, w = (positive_int(v) for v in parts)
+            return h if h == w else (h, w)
+    except argparse.ArgumentTypeError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected R or HxW in positive pixels (e.g. 384 or 384x256), got {text!r}")
 
 
 def size_label(size: int | tuple[int, int]) -> str:

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .common import add_command, add_image_size, add_json, add_model, add_out, non_negative_int, positive_int
+from .common import (
+    add_command,
+    add_image_size,
+    add_json,
+    add_model,
+    add_out,
+    check_out,
+    non_negative_int,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
 
     source = _one(args.model, args.src, "--model SOURCE")
     target = _one(args.out, args.dst, "--out PATH")
-    src, dst = resolve(source).path, Path(target)  # any source: a URL is never turned into a Path
+    dst = Path(target)
     if dst.exists() and not args.force:
         raise UserError(f"{dst} exists; pass --force to overwrite it")
+    dst_fmt = writer_format(dst, args.dst_format)
+    check_out(target, folder=dst_fmt.name == "hf")  # before resolving SRC (a download, maybe)
+    src = resolve(source).path  # any source: a URL is never turned into a Path
     if src.resolve() == dst.resolve():
         raise UserError("SRC and DST are the same path")
     src_fmt = get_format(args.src_format) if args.src_format else detect_format(src)
@@ -74,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     if "representation_size" in overrides and "num_classes" not in overrides:
         raise UserError("--representation-size only applies together with --num-classes (a new head)")
     model = load_model(src, format=src_fmt.name, **overrides)
-    dst_fmt = writer_format(dst, args.dst_format)
     options = {"naming": args.npz_naming} if dst_fmt.name == "npz" else {}
     save_model(model, dst, format=dst_fmt.name, **options)
     cfg = model.config

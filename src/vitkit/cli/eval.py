@@ -21,6 +21,7 @@ from .common import (
     add_precision,
     add_preprocess,
     add_split,
+    check_out,
     load_command_model,
 )
 
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate.data import loader_stats, open_loader, report_skipped
     from .main import write_report
 
+    if args.out:
+        check_out(args.out, folder=True)
     model, device, precision = load_command_model(args, no_head="; use `vitkit fewshot` instead")
     cfg = model.config
     h, w = cfg.image_size  # the model's, after --image-size resampled it

@@ -7,7 +7,7 @@ import json
 
 from ..errors import UserError
 from ..image_size import as_hw
-from .common import add_command, add_image_size, add_json, add_model, add_out, log, positive_int
+from .common import add_command, add_image_size, add_json, add_model, add_out, check_out, log, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--out FILE.onnx is required")
     if args.quantize is None and args.calibration is not None:
         raise UserError("--calibration is for int8 export; add --quantize int8")
+    check_out(out, folder=False, suffix=".onnx")
     model = load_for_inference(args.model)
     cfg = model.config
     if args.quantize == "int8":

@@ -21,6 +21,7 @@ from .common import (
     add_out,
     add_precision,
     add_preprocess,
+    check_out,
     hidden_alias,
     load_command_model,
     positive_int,
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     if any(k < 1 for k in args.shots):
         raise UserError(f"--shots must be positive, got {args.shots}")
+    if args.out:
+        check_out(args.out, folder=True)
     train_spec, test_spec = _specs(args)
     model, device, precision = load_command_model(args)
     cfg = model.config

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -109,6 +110,19 @@ def _report_internal(command: str, e: BaseException) -> None:
           "traceback).", file=sys.stderr)
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an in-memory stream: no pipe to break
+        return False
+    if not hasattr(select, "poll"):
+        return True  # no poll (Windows): a broken pipe during a command is most likely stdout's
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
@@ -124,10 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tune_cpu_allocator()  # 5-13% on CPU training steps; VITKIT_TUNE_MALLOC=0 opts out
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe's error could no longer be caught
+        return code
     except KeyboardInterrupt:
         print("vitkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, say: not the reader of our output going away
+        # `vitkit ... | head`: the reader has what it wanted. End quietly as Unix tools do (killed by SIGPIPE:
+        # 128 + 13), with stdout pointed at /dev/null so that the interpreter's last flush has nowhere to fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
         if os.environ.get("VITKIT_DEBUG"):
             raise

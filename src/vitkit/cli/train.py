@@ -43,6 +43,7 @@ from .common import (
     add_out,
     add_precision,
     add_preprocess,
+    check_out,
     log,
 )
 
@@ -206,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not cfg.out:
         raise UserError("where should the run go? pass --out DIR (or out=DIR)")
+    check_out(cfg.out, folder=True)
     from ..train.loop import TrainingDiverged, train
 
     try:

@@ -133,8 +133,8 @@ def describe_data(spec: str | Any) -> str:
 def canonical_split(split: str) -> str:
     """``split`` in its canonical spelling (``validation`` -> ``val``); ValueError for an unknown name."""
     if split not in SPLIT_NAMES:
-        raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLITS)} ({', '.join(SPLIT_ALIASES)} = "
-                         f"{', '.join(SPLIT_ALIASES.values())})")
+        raise UserError(f"unknown split {split!r}{did_you_mean(split, SPLIT_NAMES)}; valid: {', '.join(SPLITS)} "
+                        f"({', '.join(SPLIT_ALIASES)} = {', '.join(SPLIT_ALIASES.values())})")
     return SPLIT_ALIASES.get(split, split)
 
 

@@ -77,7 +77,10 @@ def load_for_inference(path: str, image_size: int | tuple[int, int] | None = Non
         if min(hw) < 1:
             raise UserError(f"--image-size must be positive (R or HxW), got {image_size}")
         if tuple(model.config.image_size) != hw:
-            model.set_image_size(hw)
+            try:
+                model.set_image_size(hw)
+            except ValueError as e:  # the model's stride does not divide it: the user's value
+                raise UserError(f"--image-size {image_size}: {e}; choose a multiple of the model's stride") from None
     return model.eval()
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..image_size import as_hw
 
 TOLERANCE = 1e-4
@@ -49,7 +50,7 @@ def _needs(module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ValueError(
+        raise UserError(
             f"ONNX export needs the '{module}' package; install it with "
             "`pip install onnx onnxruntime onnxscript` (or vitkit's [test] extra)"
         )
@@ -159,7 +160,7 @@ def export_onnx(
     more than ``tolerance`` (max absolute difference) on a random batch of ``check_batch`` images.
     """
     if exporter not in ("auto", "dynamo", "torchscript"):
-        raise ValueError(f"exporter={exporter!r}; expected auto, dynamo or torchscript")
+        raise UserError(f"exporter={exporter!r}; expected auto, dynamo or torchscript")
     _needs("onnx")
     out = Path(path)
     if out.is_dir():

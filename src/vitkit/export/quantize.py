@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..image_size import as_hw
 from .onnx import _needs, export_onnx, write_metadata
 
@@ -81,11 +82,11 @@ def quantize_onnx_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     ``dynamic`` (which would ignore them).
     """
     if method not in METHODS:
-        raise ValueError(f"quantization method {method!r}; expected one of {', '.join(METHODS)}")
+        raise UserError(f"quantization method {method!r}; expected one of {', '.join(METHODS)}")
     if method == "static" and (calibration is None or len(calibration) == 0):
-        raise ValueError("static int8 quantization needs calibration images (--calibration SPEC in the CLI)")
+        raise UserError("static int8 quantization needs calibration images (--calibration SPEC in the CLI)")
     if method == "dynamic" and calibration is not None:
-        raise ValueError("dynamic int8 quantization uses no calibration images; pass method='static' to use them")
+        raise UserError("dynamic int8 quantization uses no calibration images; pass method='static' to use them")
     _needs("onnxruntime")
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -136,15 +137,15 @@ def export_onnx_int8(
     """
     method = method or ("static" if calibration is not None else "dynamic")
     if method not in METHODS:
-        raise ValueError(f"quantization method {method!r}; expected one of {', '.join(METHODS)}")
+        raise UserError(f"quantization method {method!r}; expected one of {', '.join(METHODS)}")
     if method == "static" and calibration is None:
-        raise ValueError("static int8 quantization needs calibration images (--calibration SPEC in the CLI)")
+        raise UserError("static int8 quantization needs calibration images (--calibration SPEC in the CLI)")
     if method == "dynamic" and calibration is not None:
-        raise ValueError("dynamic int8 quantization uses no calibration images; pass method='static' to use them")
+        raise UserError("dynamic int8 quantization uses no calibration images; pass method='static' to use them")
     if not 0 < tolerance:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+        raise UserError(f"tolerance must be positive, got {tolerance}")
     if check_images < 1:
-        raise ValueError(f"check_images must be positive, got {check_images}")
+        raise UserError(f"check_images must be positive, got {check_images}")
     out = Path(path)
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a folder; give the .onnx file name to write")
@@ -157,7 +158,7 @@ def export_onnx_int8(
     if calibration is not None:
         shape = tuple(calibration.shape)
         if len(shape) != 4 or not shape[0] or shape[1:] != (model.config.in_chans, *want):
-            raise ValueError(f"calibration images have shape {tuple(calibration.shape)}; expected (N, "
+            raise UserError(f"calibration images have shape {tuple(calibration.shape)}; expected (N, "
                              f"{model.config.in_chans}, {want[0]}, {want[1]}) at the export resolution")
         calib = calibration.detach().float().cpu().numpy()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".vitkit-fp32-") as tmp:

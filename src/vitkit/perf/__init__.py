@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..kernels import mkldnn_linear_available
 from .allocator import tune_cpu_allocator
 from .device import maybe_compile, pin_batch, to_device
@@ -49,7 +50,7 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
     """``auto``: bf16 where the hardware does it natively, else fp32 (fp16 on pre-Ampere CUDA)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
+        raise UserError(f"precision={precision!r}; expected one of {PRECISIONS}")
     if precision != "auto":
         return precision
     dev = torch.device(device)

@@ -35,7 +35,7 @@ def prepare_process(cfg: TrainConfig, d: DistInfo, out: Path, resume: bool) -> P
     if d.enabled and cfg.schedule.time_budget_s:
         # Each process reads its own clock: they would disagree on the step that ends the run
         # (or the progressive-resizing phase) and the next collective would hang.
-        raise ValueError(f"schedule.time_budget_s={cfg.schedule.time_budget_s} is for single-process "
+        raise UserError(f"schedule.time_budget_s={cfg.schedule.time_budget_s} is for single-process "
                          f"benchmarks; with {d.world_size} processes set schedule.steps (or epochs) instead")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -50,7 +50,7 @@ def prepare_process(cfg: TrainConfig, d: DistInfo, out: Path, resume: bool) -> P
     if d.is_main:
         remove_stale_temporaries(out)
     if not resume and latest_checkpoint(out) is not None:
-        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue that run or choose "
+        raise UserError(f"{out} already holds checkpoints; pass --resume to continue that run or choose "
                          "another --out")
     ckpt_path = latest_checkpoint(out) if resume else None
     if resume and ckpt_path is None:
@@ -71,6 +71,25 @@ def model_overrides(cfg: TrainConfig) -> dict[str, Any]:
 
         over["resnet"] = resnet_from_flat(m.resnet_layers, m.resnet_width, get_config(m.name).resnet)
     return over
+
+
+def check_model_shape(cfg: TrainConfig) -> None:
+    """The named model with ``model.*`` against ``data.image_size`` and the progressive-resizing size, before any
+    data is read (a stride that divides neither is the user's to fix, and should not wait for the data sets to be
+    opened). A model from ``model.init`` takes its architecture from the file: checked once it is loaded."""
+    if cfg.model.init:
+        return
+    from ..errors import UnknownNameError
+    from ..models.registry import get_config
+
+    try:
+        mc = get_config(cfg.model.name, **model_overrides(cfg), image_size=image_hw(cfg.data))
+    except UnknownNameError:
+        raise
+    except ValueError as e:  # ViTConfig's field checks: the config is the user's
+        raise UserError(f"model.name={cfg.model.name} with the model.* options and data.image_size="
+                        f"{cfg.data.image_size}: {e}") from None
+    low_resolution(cfg, mc)
 
 
 def _check_against_checkpoint(cfg: TrainConfig, loaded: Any) -> None:
@@ -129,18 +148,18 @@ def resume_model(state: dict[str, Any], path: Path, cfg: TrainConfig, num_classe
     try:
         mc = ViTConfig.from_json(state["meta"]["model_config"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: the checkpoint does not record its model ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path}: the checkpoint does not record its model ({type(e).__name__}: {e})") from None
     if mc.num_classes != num_classes:
-        raise ValueError(f"--resume: {path} holds a model of {mc.num_classes} classes but "
+        raise UserError(f"--resume: {path} holds a model of {mc.num_classes} classes but "
                          f"data.train={cfg.data.train!r} has {num_classes}")
     if tuple(mc.image_size) != image_hw(cfg.data):
-        raise ValueError(f"--resume: {path} holds a model for image_size={tuple(mc.image_size)} but "
+        raise UserError(f"--resume: {path} holds a model for image_size={tuple(mc.image_size)} but "
                          f"data.image_size={cfg.data.image_size}")
     # model.* options: weight-free ones (dropout, ...) apply; ones that decide the weights must agree.
     over = model_overrides(cfg)
     weights = {k: over.pop(k) for k in list(over) if k in ARCH_FIELDS or k == "representation_size"}
     for k, _, have in arch_diff(weights, mc, tuple(weights))[:1]:
-        raise ValueError(f"--resume: model.{k}={weights[k]!r} but {path} holds a model with {k}={have!r}")
+        raise UserError(f"--resume: model.{k}={weights[k]!r} but {path} holds a model with {k}={have!r}")
     return build_model(mc.replace(**over) if over else mc).train()
 
 
@@ -161,11 +180,12 @@ class DataPlan:
 
 def plan_data(cfg: TrainConfig, dist: DistInfo) -> DataPlan:
     """Read the data sets' descriptions (no images) and derive everything that depends on them."""
+    check_model_shape(cfg)  # before the data is opened
     dcfg = cfg.data
     info = dataset_info(dcfg.train, split=dcfg.train_split)
     num_classes = int(info.num_classes)
     if num_classes < 1:
-        raise ValueError(f"data.train={dcfg.train!r}: no classes found")
+        raise UserError(f"data.train={dcfg.train!r}: no classes found")
     test_spec: str | None = dcfg.test or dcfg.train
     if not dcfg.test:
         # No test spec: evaluate on the training source's test split when it has one.
@@ -178,22 +198,25 @@ def plan_data(cfg: TrainConfig, dist: DistInfo) -> DataPlan:
     if test_spec is not None:
         tinfo = dataset_info(test_spec, split=dcfg.test_split)
         if int(tinfo.num_classes) > num_classes:
-            raise ValueError(f"data.test={test_spec!r} has {tinfo.num_classes} classes but the training "
+            raise UserError(f"data.test={test_spec!r} has {tinfo.num_classes} classes but the training "
                              f"data has {num_classes}")
     loss_kind = cfg.loss if cfg.loss != "auto" else ("sigmoid" if info.multi_label else "softmax")
     # Batch arithmetic: global batch = micro x accumulation x processes.
     micro = dcfg.micro_batch_size or dcfg.batch_size // dist.world_size
     if micro < 1 or dcfg.batch_size % (micro * dist.world_size):
-        raise ValueError(f"data.batch_size={dcfg.batch_size} is not a multiple of data.micro_batch_size={micro} x "
+        raise UserError(f"data.batch_size={dcfg.batch_size} is not a multiple of data.micro_batch_size={micro} x "
                          f"{dist.world_size} process(es)")
     if cfg.schedule.epochs > 0:
         if not info.num_examples:
-            raise ValueError(f"schedule.epochs needs a data set of known size; {dcfg.train!r} is a stream: "
+            raise UserError(f"schedule.epochs needs a data set of known size; {dcfg.train!r} is a stream: "
                              "set schedule.steps instead")
         n = min(info.num_examples, dcfg.limit or info.num_examples)
         total_steps = max(1, math.ceil(cfg.schedule.epochs * n / dcfg.batch_size))
     else:
         total_steps = cfg.schedule.steps
+    if cfg.schedule.warmup_steps > total_steps:
+        _log(dist, f"vitkit train: warning: schedule.warmup_steps={cfg.schedule.warmup_steps} is more than the "
+                   f"run's {total_steps} steps: the learning rate never reaches optim.lr={cfg.optim.lr}")
     return DataPlan(num_classes, list(info.class_names) if info.class_names else None, test_spec, loss_kind,
                     micro, dcfg.batch_size // (micro * dist.world_size), total_steps)
 
@@ -241,7 +264,7 @@ def low_resolution(cfg: TrainConfig, model_config: ViTConfig) -> tuple[int, int]
     try:
         model_config.replace(image_size=low)
     except ValueError as e:
-        raise ValueError(f"data.progressive_resize size {pr[0]}: {e}") from None
+        raise UserError(f"data.progressive_resize size {pr[0]}: {e}") from None
     return low
 
 
@@ -250,5 +273,5 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
     if precision != "fp16":
         return None
     if device.type == "cpu":
-        raise ValueError("precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+        raise UserError("precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
     return torch.amp.GradScaler(device.type)

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import UserError
+
 
 @dataclass
 class DistInfo:
@@ -50,7 +52,7 @@ def _local_gpu(name: str) -> torch.device:
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     n = torch.cuda.device_count()
     if per_node > n:
-        raise ValueError(f"device={name!r}: {per_node} processes on this node but {n} GPU(s); start one process "
+        raise UserError(f"device={name!r}: {per_node} processes on this node but {n} GPU(s); start one process "
                          f"per GPU (torchrun --nproc_per_node={n}) or train on the CPU with device=cpu")
     return torch.device("cuda", local)
 
@@ -61,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu")
+            raise UserError(f"device={name!r} but CUDA is not available; use device=cpu")
         if dev.index is None:
             dev = _local_gpu(name)
     return dev

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Loader, Mixup
+from ..errors import UserError
 from .config import TrainConfig
 from .dist import DistInfo
 
@@ -44,7 +45,7 @@ class StepInputs:
                 self.epoch = self.loader.epoch
                 self._it = iter(self.loader)
                 if self._empty_epoch:
-                    raise ValueError(f"data.train={self.cfg.data.train!r}: the loader yielded no batch of "
+                    raise UserError(f"data.train={self.cfg.data.train!r}: the loader yielded no batch of "
                                      f"{self.micro} images") from None
                 self._empty_epoch = True
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..evaluate.metrics import compute_loss
 from ..training_checkpoint import last_good_checkpoint, load_checkpoint
 from . import step as step_api  # looked up per call: the one step (tests count its calls)
@@ -64,7 +65,7 @@ def _run_model(cfg: TrainConfig, plan: DataPlan, device: torch.device, resumed: 
     model.to(device)
     if cfg.activation_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
-            raise ValueError(f"activation_checkpointing=true: {type(model).__name__} ({model.config.name}) "
+            raise UserError(f"activation_checkpointing=true: {type(model).__name__} ({model.config.name}) "
                              "does not support it; set activation_checkpointing=false")
         model.set_grad_checkpointing(True)
     return model
@@ -314,7 +315,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     cfg = copy_config(cfg)
     validate(cfg)
     if not cfg.out:
-        raise ValueError("no output directory: pass --out DIR (or out=DIR)")
+        raise UserError("no output directory: pass --out DIR (or out=DIR)")
     tune_cpu_allocator()  # freed activations stay in the process: 5-13% per CPU step (perf.allocator)
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_threads = torch.get_num_threads()

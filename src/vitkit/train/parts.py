@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data import Loader, Mixup
+from ..errors import UserError
 from ..models.config import ViTConfig
 from .build import DataPlan, build_loaders, build_mixup, grad_scaler, low_resolution
 from .config import TrainConfig
@@ -66,7 +67,7 @@ def build_learner(cfg: TrainConfig, model: nn.Module, dist: DistInfo, device: to
 
     fsdp = dist.enabled and cfg.dist.strategy == "fsdp"
     if fsdp and (cfg.ema or cfg.activation_checkpointing and cfg.compile):
-        raise ValueError("dist.strategy=fsdp does not support ema (nor compile with activation_checkpointing); "
+        raise UserError("dist.strategy=fsdp does not support ema (nor compile with activation_checkpointing); "
                          "use dist.strategy=ddp")
     precision = resolve_precision(cfg.precision, device)
     scaler = grad_scaler(precision, device)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data import Loader
+from ..errors import UserError
 from ..training_checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, to_dict
 from .dist import DistInfo, barrier
@@ -104,7 +105,7 @@ class RunState:
             self.opt.load_state_dict(st["optimizer"])
         if self.ema is not None:
             if "ema" not in st:
-                raise ValueError(f"{path}: ema={self.cfg.ema} but the checkpoint holds no EMA weights")
+                raise UserError(f"{path}: ema={self.cfg.ema} but the checkpoint holds no EMA weights")
             self.ema.load_state_dict(st["ema"])
         if self.scaler is not None and "scaler" in st:
             self.scaler.load_state_dict(st["scaler"])
