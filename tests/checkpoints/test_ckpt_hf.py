@@ -106,6 +106,8 @@ def test_bare_state_dict_with_hints(tmp_path):
 def test_export_refusals():
     with pytest.raises(CheckpointError, match="classifier='gap'"):
         to_hf(_ours(classifier="gap"))
+    with pytest.raises(CheckpointError, match="classifier='token_unpooled'"):  # logits for every token
+        to_hf(_ours(classifier="token_unpooled"))
     with pytest.raises(CheckpointError, match="representation layer"):
         to_hf(_ours(representation_size=8))
 

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..models.arch import class_token_mismatch, has_class_token, posemb_grid
+from ..models.arch import class_token_mismatch, posemb_grid
 from ..models.config import ViTConfig
 from .errors import CheckpointError, _shape, check_state_dict, num_heads_hint
 from .tensorfile import MAX_JSON_BYTES, peek_keys, read_json, read_tensor_file
@@ -281,8 +281,8 @@ def hf_config_dict(cfg: ViTConfig) -> dict[str, Any]:
     problems = []
     if not cfg.transformer or cfg.has_stem:
         problems.append("hybrid/ResNet/convolutional-stem models have no HF ViT form")
-    if not has_class_token(cfg.classifier):
-        problems.append(f"classifier={cfg.classifier!r} (HF ViT always pools the class token)")
+    if cfg.classifier != "token":  # gap, unpooled, token_unpooled (logits for every token)
+        problems.append(f"classifier={cfg.classifier!r} (HF ViT always pools the class token, and scores it only)")
     if cfg.norm_after_pool:
         problems.append("the final LayerNorm is applied after pooling (timm fc_norm)")
     if cfg.representation_size and cfg.num_classes:

@@ -42,6 +42,7 @@ from ..models.config import ViTConfig
 from ..models.registry import get_config, list_models
 from .errors import CheckpointError, _shape, check_state_dict
 from .npz_layout import POSEMB, from_flax, layout_rules, official_shapes, to_flax
+from .sidecar import read_class_names, write_class_names
 from .validate import check_dtypes, check_finite, check_npz_members, materialise, meta_model, parse_config
 
 RELEASED = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
@@ -339,7 +340,11 @@ def model_to_params(model: nn.Module, naming: str = "released") -> dict[str, np.
 
 # -- format entry points -----------------------------------------------------------------------
 def read_npz(path: str | os.PathLike[str], verify: bool = True, **hints: Any) -> nn.Module:
-    return params_to_model(read_arrays(path), str(path), verify, **hints)
+    model = params_to_model(read_arrays(path), str(path), verify, **hints)
+    names = None if hints.get("class_names") else read_class_names(path, model.config.num_classes)
+    if names:
+        model.config = model.config.replace(class_names=names)
+    return model
 
 
 def save_npz(model: nn.Module, path: str | os.PathLike[str], naming: str = "released") -> Path:
@@ -354,5 +359,6 @@ def save_npz(model: nn.Module, path: str | os.PathLike[str], naming: str = "rele
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    write_class_names(path, model.config.class_names)  # the .npz has no place for them
     return path
 

@@ -93,15 +93,24 @@ def run(args: argparse.Namespace) -> int:
             f"classifier {cfg.classifier}, {cfg.num_classes} classes, {cfg.image_size[0]}x{cfg.image_size[1]} px"
             if cfg.transformer else f"{cfg.name}: ResNet {cfg.resnet.num_layers}, {cfg.num_classes} classes")
     params = sum(p.numel() for p in model.parameters())
+    sidecar = None
+    if dst_fmt.name == "npz" and cfg.class_names:
+        from ..checkpoints.sidecar import class_names_path
+
+        sidecar = str(class_names_path(dst))  # an .npz has no place for class names; load_model reads them back
     if args.json:
         print(json.dumps({"source": source, "source_format": src_fmt.name, "adapted": overrides, "model": arch,
-                          "parameters": params, "out": str(dst), "format": dst_fmt.name}, indent=1))
+                          "parameters": params, "out": str(dst), "format": dst_fmt.name,
+                          "class_names_file": sidecar}, indent=1))
         return 0
     print(f"read    {source} ({src_fmt.name})")
     if overrides:
         print("adapted " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
     print(f"model   {arch}; {params:,} parameters")
     print(f"wrote   {dst} ({dst_fmt.name})")
+    if sidecar:
+        print(f"wrote   {sidecar} (the {len(cfg.class_names)} class names, which the .npz cannot hold; keep it "
+              "beside the .npz)")
     return 0
 
 

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_image_size(p)
     add_preprocess(p)
     add_batch_size(p, default=64)
-    add_precision(p)
+    add_precision(p, default=None, extra="; default: the precision a vitkit train run folder evaluated in (its "
+                  "summary.json), else auto")
     add_device(p)
     add_num_workers(p)
     p.add_argument("--flip", action="store_true",
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out:
         check_out(args.out, folder=True)
+    precision_from = "--precision"
+    if args.precision is None:
+        args.precision, precision_from = run_eval_precision(args.model) or ("auto", "default")
     model, device, precision = load_command_model(args, no_head="; use `vitkit fewshot` instead")
     cfg = model.config
     h, w = cfg.image_size  # the model's, after --image-size resampled it
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     # resolved precision, the device, the preprocessing, the number of examples (exactly --limit when given).
     split = str(getattr(info, "split", None) or args.split)
     res.update({"model": str(args.model), "data": args.data, "split": split, "image_size": [h, w],
-                "precision": precision, "device": str(device), "preprocess": loader.preprocess,
+                "precision": precision, "precision_from": precision_from, "device": str(device),
+                "preprocess": loader.preprocess,
                 "limit": args.limit, "loader": loader_stats(loader), "classes": classes.as_dict(cfg.num_classes)})
     if split != args.split:
         res["requested_split"] = args.split
@@ -90,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  ({res['num_examples']} images of "
           f"{args.data} ({split}) at {h}x{w}, {precision}, preprocessing {loader.preprocess})")
+    if precision_from not in ("--precision", "default"):
+        print(f"note: precision {precision}: {precision_from} (--precision chooses another)")
     if args.flip:
         print(f"flip-averaged: top-1 {100 * res['flip_top1']:.2f}%  top-5 {100 * res['flip_top5']:.2f}%")
     if classes.label_map is not None:
@@ -100,3 +107,22 @@ def run(args: argparse.Namespace) -> int:
     if res["k_used"]["top5"] < 5:
         print(f"note: {res['k_used']['top5']} classes are scored, so top-5 is top-{res['k_used']['top5']}")
     return 0
+
+
+def run_eval_precision(model: str) -> tuple[str, str] | None:
+    """(precision, where it comes from) when ``--model`` is a ``vitkit train`` run folder or a file in one (its
+    model.safetensors, a checkpoints/step_N.pt): the precision the run evaluated in, from its summary.json, so that
+    ``vitkit eval`` reproduces the run's own number by default. None for anything else."""
+    from pathlib import Path
+
+    p = Path(model)
+    for folder in (p, p.parent, p.parent.parent):
+        summary = folder / "summary.json"
+        if (folder / "config.yaml").is_file() and summary.is_file():
+            try:
+                record = json.loads(summary.read_text())
+                ran = record.get("eval_precision") or record.get("precision")
+            except (OSError, ValueError, AttributeError):
+                return None  # an unreadable summary: the default applies, as for any other file
+            return (str(ran), f"the run's own, from {summary}") if ran else None
+    return None

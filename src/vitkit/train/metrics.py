@@ -121,6 +121,7 @@ def run_summary(rec: RunRecord, p: Progress, elapsed: float, *, plan: DataPlan, 
         "eval_data": test.stats.as_dict() if test is not None else None,
         "eval_preprocess": test.preprocess if test is not None else None,
         "world_size": dist.world_size, "rank": dist.rank, "precision": precision,
+        "eval_precision": precision,  # the evaluation's (Trainer.evaluate); `vitkit eval RUN` uses it by default
         "device": str(device),
         "batch_size": batch_size, "micro_batch_size": plan.micro, "accumulation": plan.accum,
         "num_classes": plan.num_classes, "checkpoint": str(rec.last_ckpt) if rec.last_ckpt else None,
