@@ -39,6 +39,7 @@ from ..models.config import GELU_VARIANTS, POOLED_CLASSIFIERS, POSEMB_RESAMPLE, 
 from ..perf import PRECISIONS
 from .options import from_dict_typed, set_option, to_dict
 from .options import list_options as _list_options
+from .trackers import parse_loggers
 
 __all__ = ["ARCHITECTURE", "DataConfig", "DistConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
            "apply_layers",
@@ -180,6 +181,8 @@ class TrainConfig:
     # eval/flip_top1 and flip_top5 beside the single-view top1/top5; doubles evaluation cost.
     eval_flip: bool = False
     log_every: int = 50
+    # Experiment trackers beside metrics.jsonl, comma-separated: tensorboard, mlflow, wandb (vitkit.train.trackers)
+    logger: str = "tensorboard"
     checkpoint_every: int = 1000
     keep_last: int = 3
     seed: int = 0
@@ -303,6 +306,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    parse_loggers(cfg.logger)
     try:
         check_crop(cfg.data.crop_area, cfg.data.crop_padding)
     except UserError as e:

@@ -38,8 +38,10 @@ from .guard import StopRequests, TrainingDiverged, read_flags, step_flags
 from .inputs import StepInputs
 from .metrics import RunLog, data_notes, last_eval, run_summary
 from .optim import lr_multiplier
+from .options import to_dict
 from .parts import Progress, RunRecord, build_feed, build_learner
 from .state import RunState
+from .trackers import parse_loggers
 
 __all__ = ["Trainer", "TrainingDiverged", "build_train_model", "compute_loss", "train"]
 
@@ -246,7 +248,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             save_yaml(cfg, self.out / "config.yaml")
         log = RunLog(self.out, enabled=d.is_main, start_step=rec.step, progress=self.progress,
-                     total=None if self.budget else rec.total_steps)
+                     total=None if self.budget else rec.total_steps, loggers=parse_loggers(cfg.logger),
+                     config=to_dict(cfg))
         end = rec.total_steps if stop_at is None else min(stop_at, rec.total_steps)
         if self.budget:
             end = stop_at if stop_at is not None else 2**62  # the clock ends the run
@@ -283,7 +286,9 @@ class Trainer:
         elif stop_at is not None:
             self.save()
         try:
-            return self._finish(p, elapsed, stop_at)
+            summary = self._finish(p, elapsed, stop_at)
+            log.finish(summary)
+            return summary
         finally:
             log.close()
 

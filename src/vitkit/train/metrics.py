@@ -1,5 +1,6 @@
 """What a run reports: ``metrics.jsonl`` (one JSON record per log or evaluation step), TensorBoard scalars
-(``tb/``) and the progress bar. Only the main process writes."""
+(``tb/``), the trackers of ``logger=`` (:mod:`vitkit.train.trackers`) and the progress bar.
+Only the main process writes."""
 
 from __future__ import annotations
 
@@ -13,27 +14,27 @@ import torch
 from .build import DataPlan
 from .dist import DistInfo
 from .parts import Feed, Progress, RunRecord
+from .trackers import Trackers
 
 
 class RunLog:
     """Open for the run; on resume, records from beyond the checkpoint's step are dropped first (they will be
     written again), so ``metrics.jsonl`` never holds a step twice."""
 
-    def __init__(self, out: Path, *, enabled: bool, start_step: int, progress: bool, total: int | None):
+    def __init__(self, out: Path, *, enabled: bool, start_step: int, progress: bool, total: int | None,
+                 loggers: tuple[str, ...] = ("tensorboard",), config: dict[str, Any] | None = None):
         self.out, self.enabled = Path(out), enabled
         self.f: Any = None
         self.writer: Any = None
         self.pbar: Any = None
+        self.trackers: Trackers | None = None
         if not enabled:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         trim_metrics(self.out / "metrics.jsonl", start_step)
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step: TensorBoard drops the points at steps >= it when it reads the logs (written by an earlier
-        # process that ran past the checkpoint). The checkpoint's own step was logged before it was saved, and
-        # stays: a resume purges from the step after it (a no-op resume of a finished run purges nothing).
-        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=start_step + 1 if start_step else None)
+        self.trackers = Trackers(loggers, self.out, config or {})
+        if "tensorboard" in loggers:
+            self._open_tensorboard(start_step)
         self.f = open(self.out / "metrics.jsonl", "a")
         from ..progress import bars_allowed
 
@@ -43,16 +44,33 @@ class RunLog:
             self.pbar = tqdm(total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                              file=sys.stderr)
 
+    def _open_tensorboard(self, start_step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step: TensorBoard drops the points at steps >= it when it reads the logs (written by an earlier
+        # process that ran past the checkpoint). The checkpoint's own step was logged before it was saved, and
+        # stays: a resume purges from the step after it (a no-op resume of a finished run purges nothing).
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=start_step + 1 if start_step else None)
+
     def write(self, rec: dict[str, Any], prefix: str | None) -> None:
         """One record to metrics.jsonl and its numbers to TensorBoard (under ``prefix/``, if given)."""
         if self.f is None:
             return
         self.f.write(json.dumps(rec) + "\n")
         self.f.flush()
-        for k, v in rec.items():
-            if k == "step" or not isinstance(v, (int, float)):
-                continue
-            self.writer.add_scalar(f"{prefix}/{k}" if prefix else k, v, rec["step"])
+        if self.writer is not None:
+            for k, v in rec.items():
+                if k == "step" or not isinstance(v, (int, float)):
+                    continue
+                self.writer.add_scalar(f"{prefix}/{k}" if prefix else k, v, rec["step"])
+        if self.trackers is not None:
+            self.trackers.log(rec, prefix)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """The run's end: the trackers record the final model (when this run wrote one) and the summary."""
+        if self.trackers is not None:
+            model = summary.get("model")
+            self.trackers.finish(Path(model) if model else None, summary)
 
     def progress(self, n: int = 1, **postfix: str) -> None:
         if self.pbar is not None:
@@ -66,10 +84,10 @@ class RunLog:
             self.pbar = None
 
     def close(self) -> None:
-        for x in (self.pbar, self.f, self.writer):
+        for x in (self.pbar, self.f, self.writer, self.trackers):
             if x is not None:
                 x.close()
-        self.pbar = self.f = self.writer = None
+        self.pbar = self.f = self.writer = self.trackers = None
 
 
 def last_eval(path: Path) -> dict[str, Any] | None:
