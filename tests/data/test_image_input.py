@@ -80,3 +80,16 @@ def test_an_unreadable_file_is_named(tmp_path):
         create_transform(_model())(bad)
     with pytest.raises(UserError, match="create_transform takes a vitkit model"):
         create_transform(object())
+
+
+def test_predict_takes_images_as_the_user_has_them(rgb):
+    from vitkit.evaluate import predict_probabilities
+
+    a, path = rgb
+    model = _model().eval()
+    torch.nn.init.normal_(model.head.weight)
+    batch = torch.stack([create_transform(model)(path)] * 2)
+    want = predict_probabilities(model, batch, precision="fp32")
+    for images in ([Image.open(path), a], (path, str(path))):
+        assert torch.equal(predict_probabilities(model, images, precision="fp32"), want)
+    torch.testing.assert_close(predict_probabilities(model, a, precision="fp32"), want[:1])  # batch 1: other GEMM

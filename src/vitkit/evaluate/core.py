@@ -238,14 +238,22 @@ def extract_features(
 
 @torch.inference_mode()
 def predict_probabilities(
-    model: nn.Module, images: torch.Tensor, *, precision: str = "auto", device: str | torch.device = "cpu",
+    model: nn.Module, images: Any, *, precision: str = "auto", device: str | torch.device = "cpu",
     prepared: bool = False,
 ) -> torch.Tensor:
-    """Softmax probabilities (N, classes), float32, for one batch of normalised images.
+    """Softmax probabilities (N, classes), float32, for one batch of images: a normalised (N, C, H, W) tensor, or
+    images as a user has them (a PIL image, a uint8 array, a file path, or a list of them), which go through
+    :func:`vitkit.data.create_transform` (the evaluation preprocessing) first.
 
     ``prepared=True``: ``model`` already comes from :func:`vitkit.perf.inference_model` on ``device``
     (do that once when predicting many batches).
     """
+    if not (isinstance(images, torch.Tensor) and images.is_floating_point()):
+        from ..data.image_input import create_transform
+
+        transform = create_transform(model)
+        batch = images if isinstance(images, (list, tuple)) else [images]
+        images = torch.stack([transform(im) for im in batch])
     dev = torch.device(device)
     if not prepared:
         model = inference_model(model.to(dev), precision)
