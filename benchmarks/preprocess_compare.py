@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from vitkit.data.preprocess import PREPROCESSINGS
-from vitkit.evaluate.data import load_for_inference, open_loader
+from vitkit.evaluate.data import open_loader
+from vitkit.evaluate.model import load_for_inference
 
 
 def predictions(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:

@@ -233,7 +233,8 @@ def test_screenshot_for_the_docs(browser, tiny_page, tmp_path):
     """Always made (into tmp); with VITKIT_UPDATE_DOCS=1 from a trained model into docs/explorer.png."""
     path, out = tiny_page["path"], tmp_path / "explorer.png"
     if os.environ.get("VITKIT_UPDATE_DOCS") == "1":
-        from vitkit.evaluate.data import gather_images, load_for_inference
+        from vitkit.evaluate.data import gather_images
+        from vitkit.evaluate.model import load_for_inference
 
         model = load_for_inference(os.environ["VITKIT_DOCS_MODEL"], None)
         images, labels = gather_images(model.config, [os.environ["VITKIT_DOCS_DATA"]], 4, split="test",

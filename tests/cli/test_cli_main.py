@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -119,11 +118,3 @@ def test_models_filter_without_match_exits_non_zero(capsys):
     assert cli_main.main(["models", "--filter", "zzz"]) == 2
     assert "no model name contains it" in capsys.readouterr().err
     assert cli_main.main(["models", "--pretrained", "--filter", "zzz"]) == 2
-
-
-def test_version_is_fast_on_this_machine():
-    """`vitkit --version` in a fresh interpreter: the issue's goal is < 0.5 s. Printed, not asserted (no timing
-    asserts in unit tests: the machine is shared); the sys.modules tests above are the guard."""
-    t0 = time.perf_counter()
-    _fresh_python("from vitkit.cli.main import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass")
-    print(f"vitkit --version in a fresh interpreter: {time.perf_counter() - t0:.2f} s")

@@ -218,3 +218,25 @@ def test_fsdp_sharded_last_block_keeps_the_class_token_path(tmp_path) -> None:
             torch.testing.assert_close(p.grad.full_tensor(), q.grad, rtol=1e-4, atol=1e-6, msg=name)
     finally:
         dist.destroy_process_group()
+
+
+def test_fsdp_hooks_are_trusted_only_on_a_tested_torch(monkeypatch) -> None:
+    # fully_shard's hooks are told by the (private) module defining them; on a torch outside the tested range the
+    # version guard trusts no hook, and the last block runs in full.
+    from vitkit.models import vit
+
+    def hook(module, args):
+        return None
+
+    hook.__module__ = "torch.distributed.fsdp._fully_shard._fsdp_state"
+    model = _model()
+    model.blocks[-1].register_forward_pre_hook(hook)
+    x = torch.randn(2, 3, 16, 16)
+    low, high = vit.FSDP_HOOKS_KNOWN
+    assert low <= vit._torch_version() <= high  # the installed torch is a tested one: raise the bound after testing
+    assert _tokens_seen_by_last_mlp(model, x) == 1
+    monkeypatch.setattr(vit, "_torch_version", lambda: (high[0], high[1] + 1))
+    assert _tokens_seen_by_last_mlp(model, x) == 5
+    hook.__module__ = __name__  # any other hook may read every token: always the full block
+    monkeypatch.undo()
+    assert _tokens_seen_by_last_mlp(model, x) == 5

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from vitkit.data import write_wds_shards
 from vitkit.train import loop
+from vitkit.train.build import build_train_model
 from vitkit.train.config import apply_overrides
 from vitkit.train.presets import get_preset
 
@@ -136,7 +137,7 @@ def test_two_nodes_over_http_match_one_process(tmp_path, shards_url):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
-    init = loop.build_train_model(apply_overrides(get_preset("default"), over), 3, None).state_dict()
+    init = build_train_model(apply_overrides(get_preset("default"), over), 3, None).state_dict()
     assert sum(not torch.equal(init[k], a[k]) for k in a) > len(a) // 2, "the weights did not move"
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["micro_batch_size"] == 8
@@ -168,7 +169,7 @@ def test_killed_node_resumes_to_the_uninterrupted_result(tmp_path, shards_url):
     errs = _wait(_nodes(out, over, "--resume"))
     assert "resumed from" in "".join(errs) and "(step 0)" not in "".join(errs), errs[0][-2000:]
     got = _params(out / "model.safetensors")
-    init = loop.build_train_model(apply_overrides(get_preset("default"), over), 3, None).state_dict()
+    init = build_train_model(apply_overrides(get_preset("default"), over), 3, None).state_dict()
     assert sum(not torch.equal(init[k], ref[k]) for k in ref) > len(ref) // 2, "the weights did not move"
     for k in ref:
         assert torch.equal(got[k], ref[k]), k

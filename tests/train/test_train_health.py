@@ -7,6 +7,7 @@ import torch
 
 from vitkit.train import loop
 from vitkit.train.config import apply_overrides
+from vitkit.train.guard import TrainingDiverged
 from vitkit.train.health import WINDOW, LossWatch, checkpoint_health
 from vitkit.train.presets import get_preset
 from vitkit.training_checkpoint import last_good_checkpoint, list_checkpoints, save_checkpoint
@@ -69,7 +70,7 @@ def test_diverging_run_names_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "compute_loss", climbing)
     cfg = apply_overrides(get_preset("default"), [*TINY, f"out={tmp_path / 'r'}", "schedule.steps=30",
                                                   "checkpoint_every=2", "keep_last=1"])
-    with pytest.raises(loop.TrainingDiverged) as e:
+    with pytest.raises(TrainingDiverged) as e:
         loop.train(cfg, progress=False)
     assert "step 17" in str(e.value) and "the last good checkpoint is" in str(e.value)
     assert str(e.value).split("the last good checkpoint is ")[1].split(" ")[0].endswith("step_00000012.pt")

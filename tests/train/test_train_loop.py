@@ -8,7 +8,9 @@ from safetensors.torch import load_file
 import vitkit
 from vitkit.checkpoints import CheckpointError
 from vitkit.train import loop
+from vitkit.train.build import build_train_model
 from vitkit.train.config import apply_overrides
+from vitkit.train.guard import TrainingDiverged
 from vitkit.train.presets import get_preset
 
 TINY = ["model.patch_size=4", "model.hidden_size=32", "model.mlp_dim=64", "model.num_heads=2",
@@ -105,7 +107,7 @@ def test_hybrid_stem_from_config(name, layers, stages):
     over = [f"model.name={name}", "model.patch_size=1", "data.image_size=16"]
     if layers is not None:
         over.append(f"model.resnet_layers={layers}")
-    model = loop.build_train_model(apply_overrides(get_preset("default"), over), 10, None)
+    model = build_train_model(apply_overrides(get_preset("default"), over), 10, None)
     assert model.config.resnet is not None and len(model.config.resnet.num_layers) == stages
     assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
     # 16 px through the root block's /4 (the first ResNet stage keeps the stride) and 1x1 patches:
@@ -137,7 +139,7 @@ def _nan_at_fifth_loss(monkeypatch):
 def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
     _nan_at_fifth_loss(monkeypatch)
     cfg = tiny(tmp_path / "r", "schedule.steps=10", "checkpoint_every=2", "eval_every=0")
-    with pytest.raises(loop.TrainingDiverged) as e:
+    with pytest.raises(TrainingDiverged) as e:
         loop.train(cfg, progress=False)
     msg = str(e.value)
     assert "step 5" in msg and "step_00000004.pt" in msg
@@ -165,7 +167,7 @@ def test_lagged_flags_still_stop_at_the_bad_step_before_any_checkpoint(tmp_path,
     _lagged(monkeypatch)
     # Step 5 diverges; its flags are read during step 6, before step 6's checkpoint is written.
     cfg = tiny(tmp_path / "r", "schedule.steps=10", "checkpoint_every=3", "eval_every=0", "log_every=100")
-    with pytest.raises(loop.TrainingDiverged) as e:
+    with pytest.raises(TrainingDiverged) as e:
         loop.train(cfg, progress=False)
     assert "step 5" in str(e.value) and "step_00000003.pt" in str(e.value)
     assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("step_*.pt")) == ["step_00000003.pt"]
@@ -183,7 +185,7 @@ def test_finetune_from_checkpoint_at_higher_resolution(tmp_path):
     cfg = apply_overrides(get_preset("default"), [*data, *over, f"out={tmp_path / 'ft'}"])
     assert cfg.model.hidden_size is None and cfg.model.patch_size is None
     # Before any step: the paper's recipe (new zero head, no representation layer, resampled posemb).
-    m = loop.build_train_model(cfg, 10, None)
+    m = build_train_model(cfg, 10, None)
     assert m.config.image_size == (16, 16) and m.pre_logits is None
     assert torch.count_nonzero(m.head.weight) == 0
     assert m.pos_embedding.shape[1] == 1 + 4 * 4
@@ -197,7 +199,7 @@ def test_finetune_checks_explicit_architecture_against_the_checkpoint(tmp_path):
     loop.train(tiny(tmp_path / "pre", "schedule.steps=1", "eval_every=0"), progress=False)
     init = f"model.init={tmp_path / 'pre' / 'model.safetensors'}"
     # TINY sets model.hidden_size=32 etc. explicitly: the same values as the file, so they are accepted.
-    m = loop.build_train_model(tiny(tmp_path / "ok", init), 10, None)
+    m = build_train_model(tiny(tmp_path / "ok", init), 10, None)
     assert m.config.hidden_size == 32
     cfg = tiny(tmp_path / "ft", init, "model.hidden_size=48")
     with pytest.raises(ValueError, match=r"model.hidden_size=48 contradicts model.init=.*hidden_size=32"):
@@ -213,19 +215,19 @@ def test_finetune_checks_an_explicit_model_name_against_the_checkpoint(tmp_path)
     base = [*data, "data.image_size=32", f"model.init={path}", f"out={tmp_path / 'ft'}"]
     with pytest.raises(ValueError, match=r"model.hidden_size=384 \(implied by model.name=ViT-S_16\) contradicts "
                                          r"model.init=.*hidden_size=192.*drop model.hidden_size / model.name"):
-        loop.build_train_model(apply_overrides(get_preset("default"), [*base, "model.name=ViT-S_16"]), 10, None)
+        build_train_model(apply_overrides(get_preset("default"), [*base, "model.name=ViT-S_16"]), 10, None)
     cfg = apply_overrides(get_preset("default"), [*base, "model.name=ViT-Ti_16"])
     assert cfg.model.hidden_size == 192  # implied by the name, so checked (and recorded in config.yaml)
-    assert loop.build_train_model(cfg, 10, None).config.hidden_size == 192
+    assert build_train_model(cfg, 10, None).config.hidden_size == 192
     # A name whose head count cannot split the file's width is a one-line error, not an internal one.
     small = vitkit.save_model(vitkit.create_model("ViT-Ti_16", num_classes=3, image_size=32, hidden_size=64,
                                                   num_heads=4, mlp_dim=128, num_layers=1), tmp_path / "w64.safetensors")
     small_base = [x.replace(f"model.init={path}", f"model.init={small}") for x in base]
     with pytest.raises(CheckpointError, match=r"num_heads=12.*does not fit the checkpoint.*not divisible"):
-        loop.build_train_model(apply_overrides(get_preset("default"), [*small_base, "model.name=ViT-B_16"]), 10, None)
+        build_train_model(apply_overrides(get_preset("default"), [*small_base, "model.name=ViT-B_16"]), 10, None)
     # Without an explicit name the preset's name (ViT-Ti_16 here, any other in vit_finetune) is not a check.
     cfg = apply_overrides(get_preset("vit_finetune"), base)
-    assert cfg.model.hidden_size is None and loop.build_train_model(cfg, 10, None).config.num_layers == 12
+    assert cfg.model.hidden_size is None and build_train_model(cfg, 10, None).config.num_layers == 12
 
 
 def test_time_budget_ends_the_run_and_anneals(tmp_path):
@@ -354,8 +356,8 @@ def test_convolutional_stem_from_options_trains_and_fine_tunes(tmp_path):
     # Training moved the stem's BatchNorm statistics away from their initial (0, 1).
     assert not torch.equal(pre.conv_stem.layers[0].norm.running_mean, torch.zeros(8))
     init = f"model.init={tmp_path / 'pre' / 'model.safetensors'}"
-    m = loop.build_train_model(tiny(tmp_path / "ft", init, *stem), 10, None)  # the file's own stem: accepted
+    m = build_train_model(tiny(tmp_path / "ft", init, *stem), 10, None)  # the file's own stem: accepted
     torch.testing.assert_close(m.conv_stem.layers[1].conv.weight, pre.conv_stem.layers[1].conv.weight)
     with pytest.raises(ValueError, match=r"model.stem_channels=\(8, 32\) contradicts model.init=.*"
                                          r"stem_channels=\(8, 16\)"):
-        loop.build_train_model(tiny(tmp_path / "ft2", init, "model.patch_size=1", "model.stem_channels=8,32"), 10, None)
+        build_train_model(tiny(tmp_path / "ft2", init, "model.patch_size=1", "model.stem_channels=8,32"), 10, None)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitkit.train import loop
+from vitkit.train.build import build_train_model
 from vitkit.train.config import apply_overrides, load_yaml
 from vitkit.train.presets import get_preset
 
@@ -35,7 +36,7 @@ def _params(path):
 
 
 def _assert_weights_moved(over, params):
-    init = loop.build_train_model(apply_overrides(get_preset("default"), over), 10, None).state_dict()
+    init = build_train_model(apply_overrides(get_preset("default"), over), 10, None).state_dict()
     moved = sum(not torch.equal(init[k], params[k]) for k in params)
     assert moved > len(params) // 2, "the run did not change the weights; the comparison would be empty"
 

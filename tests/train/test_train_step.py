@@ -84,7 +84,9 @@ def test_bench_and_train_run_the_same_step_and_optimiser(tmp_path, monkeypatch, 
         calls.append((type(model).__name__, optimizer))
         return real(model, optimizer, *args, **kwargs)
 
+    assert loop.train_step is step.train_step  # the loop runs the one step itself (bench: step.fixed_batch_step)
     monkeypatch.setattr(step, "train_step", counting)
+    monkeypatch.setattr(loop, "train_step", counting)
     assert main(["bench", "--model", "ViT-Ti_16", "--mode", "train", "--batch", "2", "--image-size", "32",
                  "--num-classes", "3", "--steps", "1", "--warmup", "0", "--peak-size", "64", "--dtype", "fp32"]) == 0
     assert "vitkit.train.step.train_step" in capsys.readouterr().out

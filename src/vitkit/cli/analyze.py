@@ -55,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import check_analyzable, write_figures
-    from ..evaluate.data import gather_images, load_for_inference
+    from ..evaluate.data import gather_images
     from ..evaluate.images import resolve_preprocess
+    from ..evaluate.model import load_for_inference
 
     inputs = list(args.images) + list(getattr(args, "images_option", None) or []) + ([args.data] if args.data else [])
     if not inputs:

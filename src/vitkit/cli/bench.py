@@ -187,7 +187,7 @@ def _load(args: argparse.Namespace) -> Any:
         name = None
     if name in list_models():
         return create_model(name, num_classes=args.num_classes, image_size=args.image_size)
-    from ..evaluate.data import load_for_inference
+    from ..evaluate.model import load_for_inference
 
     return load_for_inference(args.model, args.image_size).train()
 

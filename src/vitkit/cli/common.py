@@ -274,7 +274,7 @@ def load_command_model(args: argparse.Namespace, *, no_head: str | None = None) 
     """(model in eval mode, resampled to --image-size; device; precision that will run) for a command's
     --model/--image-size/--device/--precision. ``no_head``: how the error for a model without a classification
     head ends (None: such a model is fine, as for few-shot features)."""
-    from ..evaluate.data import load_for_inference
+    from ..evaluate.model import load_for_inference
 
     device, precision = resolve_device_precision(args.device, args.precision)
     model = load_for_inference(args.model, args.image_size)

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate.data import load_for_inference
+    from ..evaluate.model import load_for_inference
     from ..export import export_onnx
 
     if args.out and args.out_positional:

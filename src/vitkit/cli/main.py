@@ -27,7 +27,7 @@ from .common import Parser, setup_logging
 
 __all__ = ["COMMANDS", "USER_ERRORS", "UserError", "build_parser", "main", "write_report"]
 
-# Order shown in --help. A module that does not exist (yet) is skipped.
+# Order shown in --help; each is the module vitkit.cli.NAME, with a register(subparsers).
 COMMANDS = ("models", "download", "demo", "convert", "train", "eval", "fewshot", "analyze", "predict", "export",
             "bench")
 
@@ -77,13 +77,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands: dict[str, argparse.ArgumentParser] = {}
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"vitkit.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"vitkit.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"vitkit.cli.{name}").register(sub)
         commands[name] = sub.choices[name]
     parser.set_defaults(_commands=commands)
     return parser

@@ -60,8 +60,9 @@ def _top(probs: Any, k: int, names: tuple[str, ...] | None) -> list[dict[str, An
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.spec import is_data_spec
     from ..evaluate import find_images, load_images, predict_probabilities
-    from ..evaluate.data import is_data_spec, open_loader
+    from ..evaluate.data import open_loader
     from ..evaluate.images import resolve_preprocess
     from ..perf import inference_model
 

@@ -208,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.out:
         raise UserError("where should the run go? pass --out DIR (or out=DIR)")
     check_out(cfg.out, folder=True)
-    from ..train.loop import TrainingDiverged, train
+    from ..train.guard import TrainingDiverged
+    from ..train.loop import train
 
     try:
         summary = train(cfg, resume=args.resume, progress=not args.no_progress)

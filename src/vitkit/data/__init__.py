@@ -12,7 +12,7 @@ Determinism and bad-data handling: :mod:`vitkit.data.loader`; how images become 
 defaults: :class:`~vitkit.data.options.LoaderOptions` (``build_loader(spec, options, ...)``).
 """
 
-from .catalog import dataset_info, validate_dataset
+from .catalogue import dataset_info, validate_dataset
 from .image_input import ImageTransform, create_transform
 from .loader import Loader, LoaderStats, build_loader
 from .mixup import Mixup, smooth_one_hot

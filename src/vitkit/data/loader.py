@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from ..image_size import as_hw
 from .batches import _cache_options, _Collate, _decode_into_memory, _MapBatches, _StreamBatches
-from .catalog import check_labels
+from .catalogue import check_labels
 from .options import LoaderOptions, loader_options
 from .preprocess import VIT_MEAN, VIT_STD, default_preprocess
 from .sources import MapSource, open_map_source

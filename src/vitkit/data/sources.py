@@ -24,7 +24,6 @@ from .spec import ParsedSpec, canonical_split, parse_spec, split_candidates
 __all__ = ["ArraySource", "DecodedSource", "FolderSource", "MapSource", "ParsedSpec", "RestrictedUnpickler",
            "open_map_source", "parse_spec", "safe_load_pickle"]
 
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the one list (vitkit.data.preprocess); this name is kept for callers
 DIGITS_SPLIT_SEED = 20201022  # the paper's arXiv date; any fixed value works, this one is documented
 DIGITS_TEST_FRACTION = 0.2
 
@@ -157,7 +156,7 @@ def _folder_source(root: str, split: str) -> FolderSource:
         for dirpath, dirnames, filenames in os.walk(os.path.join(split_dir, c)):
             dirnames.sort()
             for fn in sorted(filenames):
-                if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTENSIONS):
+                if not fn.startswith(".") and fn.lower().endswith(IMAGE_SUFFIXES):
                     files.append(os.path.join(dirpath, fn))
                     labels.append(index[c])
     return FolderSource(files, labels, train_classes, split, split_dir)

@@ -28,6 +28,7 @@ Spec grammar: ``KIND[:PATH][?key=value&key=value]``.
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,11 @@ def parse_spec(spec: str | Any) -> ParsedSpec:
     if kind != "digits" and not rest:
         raise UserError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
     return ParsedSpec(kind, os.path.expanduser(rest), options)
+
+
+def is_data_spec(text: str) -> bool:
+    """Whether ``text`` names a data spec (``digits``, ``KIND:PATH``, ``KIND?key=value``) rather than a file."""
+    return re.split(r"[:?]", text, maxsplit=1)[0] in KINDS
 
 
 

@@ -1,27 +1,13 @@
-"""Glue between the commands of this package and :mod:`vitkit.data` (data specs -> loaders)."""
+"""The commands' data: a data spec as a loader of evaluation batches at the model's size, images gathered from
+files, folders and specs, and the one-line report of what the loader skipped. The spec vocabulary is
+:mod:`vitkit.data.spec`'s."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from ..data.spec import is_data_spec
 from ..errors import UserError
-from ..image_size import as_hw
-
-_SPEC = re.compile(r"^(digits|folder|wds|mnist|cifar|hf)(:|\?|$)")
-
-
-def is_data_spec(text: str) -> bool:
-    """``digits``, ``folder:PATH``, ``wds:PATTERN``, ``mnist:PATH``, ``cifar:PATH`` (not a plain path)."""
-    return bool(_SPEC.match(text))
-
-
-def _data_api() -> tuple[Any, Any]:
-    try:
-        from ..data import build_loader, dataset_info
-    except ImportError as e:
-        raise UserError(f"data specs need vitkit.data.build_loader/dataset_info, which are not available ({e})") from e
-    return build_loader, dataset_info
 
 
 def open_loader(
@@ -39,10 +25,10 @@ def open_loader(
 
     ``preprocess``: the evaluation preprocessing (None: the default for ``cfg``'s normalisation); the loader's
     ``preprocess`` attribute says which ran."""
+    from ..data import build_loader, dataset_info
     from .images import resolve_preprocess
 
     name = resolve_preprocess(preprocess, cfg.mean, cfg.std, cfg.in_chans)
-    build_loader, dataset_info = _data_api()
     info = dataset_info(spec, split=split)
     loader = build_loader(
         spec, split=split, train=False, image_size=tuple(cfg.image_size), batch_size=batch_size, mean=cfg.mean,
@@ -65,23 +51,6 @@ def loader_stats(loader: Any) -> dict[str, Any]:
         return dict(stats.as_dict())
     except Exception:  # noqa: BLE001 - stats are informative only; never fail a finished evaluation on them
         return {}
-
-
-def load_for_inference(path: str, image_size: int | tuple[int, int] | None = None) -> Any:
-    """A checkpoint in eval mode, with position embeddings resampled to ``image_size`` (R or (H, W)) if given."""
-    from ..checkpoints import load_model
-
-    model = load_model(path)
-    if image_size is not None:
-        hw = as_hw(image_size, "--image-size")
-        if min(hw) < 1:
-            raise UserError(f"--image-size must be positive (R or HxW), got {image_size}")
-        if tuple(model.config.image_size) != hw:
-            try:
-                model.set_image_size(hw)
-            except ValueError as e:  # the model's stride does not divide it: the user's value
-                raise UserError(f"--image-size {image_size}: {e}; choose a multiple of the model's stride") from None
-    return model.eval()
 
 
 def gather_images(

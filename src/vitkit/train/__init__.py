@@ -6,7 +6,8 @@
 """
 
 from .config import TrainConfig, apply_overrides, load_yaml, save_yaml
-from .loop import TrainingDiverged, train
+from .guard import TrainingDiverged
+from .loop import train
 from .presets import PRESETS, get_preset
 
 __all__ = ["PRESETS", "TrainConfig", "TrainingDiverged", "apply_overrides", "get_preset", "load_yaml", "save_yaml",

@@ -8,7 +8,8 @@ Who decides what: :mod:`~vitkit.train.build` (data description, run length, mode
 :mod:`~vitkit.train.inputs` (the step's micro-batches and random seeds), :mod:`~vitkit.train.state`
 (what a checkpoint holds, FSDP included), :mod:`~vitkit.train.metrics` (metrics.jsonl, TensorBoard,
 summary), :mod:`~vitkit.train.guard` (divergence, signals), :func:`vitkit.evaluate.score` (the
-evaluation), and this module (the order of things, and the step until ``vitkit.train.step`` lands).
+evaluation), :func:`vitkit.train.step.train_step` (the one training step, shared with ``vitkit bench``), and this
+module (the order of things).
 
 Reproducibility: the data order and augmentation are functions of (seed, epoch, index) in
 ``vitkit.data``, and every other random draw comes from (seed, step, rank) (``inputs.py``), so
@@ -30,20 +31,20 @@ from torch import nn
 from ..errors import UserError
 from ..evaluate.metrics import compute_loss
 from ..training_checkpoint import last_good_checkpoint, load_checkpoint
-from . import step as step_api  # looked up per call: the one step (tests count its calls)
 from .build import DataPlan, build_train_model, plan_data, prepare_process, resume_model
 from .config import TrainConfig, copy_config, save_yaml, validate
 from .dist import DistInfo, all_reduce_, barrier, init_distributed, resolve_device
-from .guard import StopRequests, TrainingDiverged, read_flags, step_flags
+from .guard import StopRequests, read_flags, step_flags
 from .inputs import StepInputs
 from .metrics import RunLog, data_notes, last_eval, run_summary
 from .optim import lr_multiplier
 from .options import to_dict
 from .parts import Progress, RunRecord, build_feed, build_learner
 from .state import RunState
+from .step import train_step
 from .trackers import parse_loggers
 
-__all__ = ["Trainer", "TrainingDiverged", "build_train_model", "compute_loss", "train"]
+__all__ = ["Trainer", "train"]
 
 logger = logging.getLogger("vitkit")
 
@@ -182,7 +183,7 @@ class Trainer:
             if ready is not None:
                 self._settle_into(p, ready)
 
-        rec.grad_norm = step_api.train_step(
+        rec.grad_norm = train_step(
             lrn.fwd_model, lrn.opt, micro_batches, loss_fn=self._loss, precision=lrn.precision,
             accum=self.plan.accum, clip_norm=self.cfg.optim.clip_norm, params=lrn.model.parameters(),
             scaler=lrn.scaler, no_sync=lrn.ddp_model.no_sync if self.dist.enabled and not lrn.fsdp else None,
