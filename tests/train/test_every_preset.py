@@ -3,6 +3,7 @@ folder with tiny model overrides (the fine-tuning presets from a tiny checkpoint
 ``--resume`` continues the run for one more step."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -74,3 +75,13 @@ def test_preset_trains_two_steps_and_resumes(name, folder, tmp_path, tiny_checkp
     if name in FINETUNE:
         assert model.config.hidden_size == 16 and model.config.patch_size == (8, 8)  # from the checkpoint
     assert get_preset(name).preset == name
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_docstring_is_recipe_result_and_cost_in_ten_lines(name):
+    # The lab notebook (dated runs, what was tried) lives in benchmarks/results/README.md, not here.
+    doc = (PRESETS[name].__doc__ or "").strip().splitlines()
+    assert len(doc) <= 10, f"{name}: a {len(doc)}-line docstring; move measurements to benchmarks/results/"
+    text = " ".join(doc)
+    assert "%" in text, f"{name}: no expected result"
+    assert re.search(r"\d\s*(s|min|minutes|h|hours)\b|\bdays?\b", text), f"{name}: no cost"
