@@ -129,12 +129,9 @@ class Block(nn.Module):
         return x, weights
 
 
-# torch has no public way to tell fully_shard's hooks from others: they are private functions, told by the module
-# that defines them. That holds from torch 2.6 (fully_shard public, hooks under torch.distributed.fsdp._fully_shard)
-# to the newest torch tested (test_fsdp_sharded_last_block_keeps_the_class_token_path in tests/models/
-# test_vit_fast.py). Outside that range no hook is trusted: the last block runs in full, which is right for any
-# hook, only slower under FSDP. Raise the bound once that test passes on a newer torch.
-_FSDP_HOOK_MODULE = "torch.distributed.fsdp."
+# No public torch API tells fully_shard's hooks from others: they are private functions under
+# torch.distributed.fsdp., as from torch 2.6 to the newest tested (tests/models/test_vit_fast.py, test_fsdp_*). Outside
+# that range no hook is trusted (the full last block: right for any hook, slower under FSDP). Raise after testing.
 FSDP_HOOKS_KNOWN = ((2, 6), (2, 13))
 
 
@@ -150,7 +147,7 @@ def _is_shape_agnostic_hook(hook: object) -> bool:
     if not low <= _torch_version() <= high:
         return False
     fn = getattr(hook, "func", hook)  # functools.partial
-    return str(getattr(fn, "__module__", "")).startswith(_FSDP_HOOK_MODULE)
+    return str(getattr(fn, "__module__", "")).startswith("torch.distributed.fsdp.")
 
 
 @dataclass
