@@ -94,6 +94,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def kept_on_stop(args: argparse.Namespace) -> str:
+    """main: stop.report."""
+    return "nothing was written (the result is written at the end); run the same command again"
+
+
 def _check(args: argparse.Namespace) -> None:
     if args.mode == "data":
         if not args.data:

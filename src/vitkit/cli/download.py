@@ -46,3 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
+
+
+def kept_on_stop(args: argparse.Namespace) -> str:
+    """An interrupted download keeps its .part file (main: stop.report)."""
+    from ..checkpoints.download import cache_dir
+
+    return f"the part downloaded so far is kept (a .part file under {cache_dir()}); the same command continues it"

@@ -53,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def kept_on_stop(args: argparse.Namespace) -> str:
+    """main: stop.report."""
+    return "nothing was written (eval.json is written at the end); run the same command again"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_accuracy
     from ..evaluate.core import match_classes

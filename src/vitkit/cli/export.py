@@ -41,6 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def kept_on_stop(args: argparse.Namespace) -> str:
+    """main: stop.report. The .onnx appears only when written whole and verified (export_onnx renames it into
+    place)."""
+    out = args.out or args.out_positional
+    if args.quantize:  # quantized straight into place, then checked
+        return f"{out} may be left unfinished; run the same command again"
+    return f"nothing was written to {out}; run the same command again"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluate.model import load_for_inference
     from ..export import export_onnx
@@ -55,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     check_out(out, folder=False, suffix=".onnx")
     model = load_for_inference(args.model)
     cfg = model.config
+    log.info("vitkit export: exporting %s to %s and checking it with onnxruntime", args.model, out)
     if args.quantize == "int8":
         return _run_int8(args, model, out)
     res = export_onnx(model, out, args.image_size, opset=args.opset, exporter=args.exporter)

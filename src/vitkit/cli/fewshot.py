@@ -81,6 +81,11 @@ def _specs(args: argparse.Namespace) -> tuple[str, str]:
     return train, test
 
 
+def kept_on_stop(args: argparse.Namespace) -> str:
+    """main: stop.report."""
+    return "nothing was written (fewshot.json is written at the end); run the same command again"
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 

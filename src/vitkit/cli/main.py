@@ -131,13 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..perf.allocator import tune_cpu_allocator
 
     tune_cpu_allocator()  # 5-13% on CPU training steps; VITKIT_TUNE_MALLOC=0 opts out
+    from .stop import report, sigterm_as_interrupt
+
     try:
-        code = int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, where a closed pipe's error could no longer be caught
         return code
-    except KeyboardInterrupt:
-        print("vitkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (stop.Stopped): one line, what was kept; 130 / 143
+        return report(args, e)
     except BrokenPipeError:
         if not _stdout_closed():
             raise  # a socket's, say: not the reader of our output going away

@@ -219,12 +219,26 @@ def run(args: argparse.Namespace) -> int:
     code = interrupted_exit_code(summary.get("stopped_by"))
     if summary.get("rank", 0) != 0:
         return code
+    if code:
+        log.warning("vitkit train: stopped by %s at step %d; kept checkpoint %s; continue with: vitkit train --out %s "
+                    "--resume", summary["stopped_by"], summary["steps"], summary["checkpoint"], cfg.out)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
     elif summary.get("eval_top1") is not None and code == 0:
         log.info("vitkit train: %d steps, eval top-1 %.4f top-5 %.4f; wrote %s", summary["steps"],
                  summary["eval_top1"], summary["eval_top5"], cfg.out)
     return code
+
+
+def kept_on_stop(args: argparse.Namespace) -> str:
+    """What a run stopped outside the steps (set-up, the final evaluation, a second Ctrl-C) leaves: the checkpoints
+    written so far (main: stop.report)."""
+    from ..training_checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(Path(args.out)) if args.out else None
+    if last is None:
+        return "no checkpoint was written yet; run the same command again"
+    return f"kept checkpoint {last}; continue with: vitkit train --out {args.out} --resume"
 
 
 def interrupted_exit_code(stopped_by: str | None) -> int:

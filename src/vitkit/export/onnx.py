@@ -176,6 +176,21 @@ def export_onnx(
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(check_batch, cfg.in_chans, h, w, generator=gen)
 
+    # Written under a temporary name and renamed into place once verified: an export stopped half-way (Ctrl-C) or
+    # failed leaves no .onnx that looks finished.
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
+    try:
+        res = _export_verified(m, example, gen, tmp, out, opset, exporter, check_batch, tolerance)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return res
+
+
+def _export_verified(m: nn.Module, example: torch.Tensor, gen: torch.Generator, tmp: Path, out: Path,
+                     opset: int | None, exporter: str, check_batch: int, tolerance: float) -> ExportResult:
+    cfg = m.config
+    h, w = cfg.image_size
     errors = []
     used = None
     order = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
@@ -187,7 +202,7 @@ def export_onnx(
                 errors.append(str(e))
                 continue
         try:
-            _export(m, example, out, opset, dynamo)
+            _export(m, example, tmp, opset, dynamo)
             used = "dynamo" if dynamo else "torchscript"
             break
         except Exception as e:  # noqa: BLE001 - exporter internals raise many types; report them in one line
@@ -195,7 +210,7 @@ def export_onnx(
     if used is None:
         raise ValueError(f"ONNX export of {cfg.name!r} failed: " + " | ".join(str(e).splitlines()[0] for e in errors))
     check = torch.randn(check_batch, cfg.in_chans, h, w, generator=gen)
-    diff, varies = verify_onnx(m, out, check)
+    diff, varies = verify_onnx(m, tmp, check)
     if not diff <= tolerance:
         raise ValueError(
             f"{out}: onnxruntime's logits differ from PyTorch's by {diff:.3g} (max abs), more than {tolerance:g}"

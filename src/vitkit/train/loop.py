@@ -273,8 +273,7 @@ class Trainer:
             log.close_progress()
         elapsed = time.perf_counter() - p.t_start
         if p.stopped_by:
-            self._log(f"vitkit train: stopped by {p.stopped_by} at step {rec.step}; checkpoint {rec.last_ckpt}; "
-                      f"continue with: vitkit train --out {self.out} --resume")
+            pass  # the caller says how to continue (vitkit train: --resume; vitkit demo: run it again)
         elif rec.step >= p.end and stop_at is None and rec.step == p.start_step:
             # --resume of a finished run: nothing ran, so nothing is saved or evaluated again (metrics.jsonl would
             # hold its final evaluation twice); the summary repeats the logged one.
