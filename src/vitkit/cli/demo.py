@@ -56,8 +56,10 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 def _fresh(folder: Path) -> None:
     """Re-running the demo with other settings replaces its own previous runs (and nothing else)."""
+    from ..train.runlock import LOCK_FILES
+
     if folder.exists():
-        if not (folder / "config.yaml").is_file():
+        if not (folder / "config.yaml").is_file() and any(p.name not in LOCK_FILES for p in folder.iterdir()):
             raise UserError(f"{folder} exists and is not a vitkit run; choose another --out")
         shutil.rmtree(folder)
 
@@ -142,11 +144,18 @@ def _write_figures(model_path: Path, out: Path, num_images: int = 8) -> dict[str
 def run_demo(out: Path, *, threads: int | None = 1, progress: bool = True,
              overrides: list[str] | None = None) -> dict[str, Any]:
     """Pre-train on digits at 16 px, fine-tune at 32 px; returns (and writes) the summary."""
+    from ..train.runlock import run_lock
+
+    out = Path(out)
+    with run_lock(out):  # one demo per folder: another one's steps must not be replaced under it
+        return _run_demo(out, threads, progress, list(overrides or []))
+
+
+def _run_demo(out: Path, threads: int | None, progress: bool, overrides: list[str]) -> dict[str, Any]:
     from ..train.config import apply_overrides
     from ..train.presets import get_preset
 
-    out = Path(out)
-    pre_over, fine_over = _split_overrides(list(overrides or []))
+    pre_over, fine_over = _split_overrides(overrides)
     again = continue_command(out, threads, overrides)
 
     pre_cfg = apply_overrides(get_preset("demo_pretrain"), pre_over)

@@ -40,6 +40,7 @@ from .metrics import RunLog, data_notes, last_eval, run_summary
 from .optim import lr_multiplier
 from .options import to_dict
 from .parts import Progress, RunRecord, build_feed, build_learner
+from .runlock import run_lock
 from .state import RunState
 from .step import train_step
 from .trackers import parse_loggers
@@ -328,8 +329,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     dist = init_distributed(cfg.dist.backend, device)
     trainer = None
     try:
-        trainer = Trainer(cfg, device, dist, resume=resume, progress=progress)
-        return trainer.run(stop_at=stop_at)
+        with run_lock(cfg.out, enabled=dist.is_main):  # one process per run folder (rank 0 for all ranks)
+            trainer = Trainer(cfg, device, dist, resume=resume, progress=progress)
+            return trainer.run(stop_at=stop_at)
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
