@@ -215,7 +215,7 @@ def _export_verified(m: nn.Module, example: torch.Tensor, gen: torch.Generator, 
         raise ValueError(
             f"{out}: onnxruntime's logits differ from PyTorch's by {diff:.3g} (max abs), more than {tolerance:g}"
         )
-    write_metadata(out, cfg)
+    write_metadata(tmp, cfg)  # before the rename: what appears at out is complete
     fallback = errors[0].splitlines()[0] if exporter == "auto" and used == "torchscript" and errors else None
     return ExportResult(path=out, image_size=(h, w), exporter=used, max_abs_diff=diff, input_dependent=varies,
                         fallback_reason=fallback)

@@ -50,6 +50,7 @@ def run_lock(out: Path | str, *, enabled: bool = True) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / LOCK), timeout=0)
     try:
@@ -67,3 +68,7 @@ def run_lock(out: Path | str, *, enabled: bool = True) -> Iterator[None]:
     finally:
         (out / HOLDER).unlink(missing_ok=True)
         lock.release()
+        if created and all(p.name in LOCK_FILES for p in out.iterdir()):  # refused before writing anything
+            (out / LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
