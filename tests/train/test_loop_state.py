@@ -100,3 +100,27 @@ def test_the_data_package_travels_typed():
                             and ast.unparse(a.annotation) == "Any":
                         untyped.append(f"{path.name}:{fn.name}({a.arg})")
     assert untyped == []
+
+
+def test_a_failed_construction_still_ends_the_process_group(tmp_path, monkeypatch):
+    """``train`` starts the process group before the Trainer is built, so it ends it also when building fails."""
+    import torch.distributed as tdist
+
+    from vitkit.train import loop
+    from vitkit.train.config import apply_overrides
+    from vitkit.train.dist import DistInfo
+    from vitkit.train.presets import get_preset
+
+    def start(*a, **k):
+        tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+        return DistInfo(initialized_here=True)
+
+    def fail(*a, **k):
+        raise RuntimeError("boom while building the run state")
+
+    monkeypatch.setattr(loop, "init_distributed", start)
+    monkeypatch.setattr(loop, "RunState", fail)  # after the model, loaders and optimiser are built
+    cfg = apply_overrides(get_preset("default"), [f"out={tmp_path / 'r'}", "schedule.steps=1"])
+    with pytest.raises(RuntimeError, match="boom"):
+        loop.train(cfg, progress=False)
+    assert not tdist.is_initialized()
