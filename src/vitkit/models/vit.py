@@ -6,7 +6,7 @@ Parameter layout follows timm (fused ``qkv``) because one (3D x D) matmul is fas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -290,8 +290,8 @@ class VisionTransformer(ModelApi, nn.Module):
             self.pos_embedding, self._grid, grid, self.config.num_prefix_tokens, self.config.posemb_resample
         )
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch embedding, class token and position embeddings (before the encoder)."""
+    def embed(self, x: torch.Tensor, corrupt: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Patch embedding, class token and position embeddings; ``corrupt`` first (masked patch prediction)."""
         self._check_input(x)
         if self.resnet is not None:
             x = self.resnet(x)
@@ -299,7 +299,7 @@ class VisionTransformer(ModelApi, nn.Module):
             x = self.conv_stem(x)
         x = self.embedding(x)
         grid = (x.shape[-2], x.shape[-1])
-        x = x.flatten(2).transpose(1, 2)
+        x = x.flatten(2).transpose(1, 2) if corrupt is None else corrupt(x.flatten(2).transpose(1, 2))
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self._posemb(grid)
