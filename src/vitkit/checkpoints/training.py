@@ -44,10 +44,21 @@ def read_training_checkpoint(path: str | os.PathLike[str], verify: bool = True, 
     state = st.get("model")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: 'model' is a {type(state).__name__}, not a state dict of tensors")
-    model = build_checked(cfg, {str(k): v for k, v in state.items()}, str(path), verify=verify)
+    model = build_checked(cfg, _encoder_state({str(k): v for k, v in state.items()}), str(path), verify=verify)
     if hints:
         from .adapt import adapt_model
 
         model = adapt_model(model, **hints)
     return model
 
+
+
+# A masked-patch-prediction run (vitkit.models.masked) checkpoints its encoder under "encoder." beside the [mask]
+# embedding, the patch-prediction head and the corruption counter; the model of such a checkpoint is the encoder.
+_MASKED_ONLY = ("mask_token", "head.weight", "head.bias", "corruption_step")
+
+
+def _encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if not state or not all(k.startswith("encoder.") or k in _MASKED_ONLY for k in state):
+        return state
+    return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}

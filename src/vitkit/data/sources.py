@@ -122,6 +122,15 @@ def _class_dirs(path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
+# The one class of a folder of images without class sub-folders (a name no folder on any system has).
+UNLABELLED = "<unlabelled>"
+
+
+def _images_in(path: str) -> list[str]:
+    return sorted(os.path.join(path, e.name) for e in os.scandir(path)
+                  if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES))
+
+
 def _split_dir(root: str, split: str) -> str | None:
     for n in split_candidates(split):
         if os.path.isdir(os.path.join(root, n)):
@@ -143,6 +152,9 @@ def _folder_source(root: str, split: str) -> FolderSource:
         split_dir = root
         train_classes = _class_dirs(root)
     if not train_classes:
+        loose = _images_in(split_dir)
+        if loose:  # images without class sub-folders: unlabelled (masked patch prediction needs no labels)
+            return FolderSource(loose, [0] * len(loose), [UNLABELLED], split, split_dir)
         raise UserError(f"folder data set {root!r}: no class sub-folders found (expected ImageFolder layout "
                          f"ROOT/[train/]CLASS/IMAGE)")
     classes = _class_dirs(split_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data import Loader, Mixup, build_loader, dataset_info
+from ..data.sources import UNLABELLED
 from ..errors import UserError
 from ..models.arch import ARCH_FIELDS, FLAT_RESNET, arch_diff, resnet_from_flat
 from ..models.config import ViTConfig
@@ -136,7 +138,26 @@ def build_train_model(cfg: TrainConfig, num_classes: int, class_names: list[str]
         model = create_model(cfg.model.name, num_classes=num_classes, image_size=size, **over)
     if class_names and len(class_names) == num_classes:
         model.config = model.config.replace(class_names=tuple(class_names))
-    return model.train()
+    return masked_wrapper(cfg, model).train()
+
+
+def masked_wrapper(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    """``objective=masked_patch``: the encoder (no head: ``num_classes=0``) inside the [mask] embedding and the
+    patch-prediction head; otherwise ``model`` itself."""
+    if cfg.objective != "masked_patch":
+        return model
+    from ..models.masked import MaskedPatchModel
+    from ..models.vit import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        raise UserError(f"objective=masked_patch pre-trains a ViT; model.name={cfg.model.name!r} is a "
+                        f"{type(model).__name__}")
+    if model.config.num_classes:
+        model.reset_head(0)
+    m = cfg.mpp
+    rank = int(os.environ.get("RANK", "0"))
+    return MaskedPatchModel(model, target=m.target, bits=m.bits, ratio=m.corrupt, mask=m.mask, other=m.random,
+                            seed=cfg.seed, rank=rank)
 
 
 def resume_model(state: dict[str, Any], path: Path, cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -149,7 +170,7 @@ def resume_model(state: dict[str, Any], path: Path, cfg: TrainConfig, num_classe
         mc = ViTConfig.from_json(state["meta"]["model_config"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: the checkpoint does not record its model ({type(e).__name__}: {e})") from None
-    if mc.num_classes != num_classes:
+    if mc.num_classes != num_classes and not (cfg.objective == "masked_patch" and mc.num_classes == 0):
         raise UserError(f"--resume: {path} holds a model of {mc.num_classes} classes but "
                          f"data.train={cfg.data.train!r} has {num_classes}")
     if tuple(mc.image_size) != image_hw(cfg.data):
@@ -160,7 +181,7 @@ def resume_model(state: dict[str, Any], path: Path, cfg: TrainConfig, num_classe
     weights = {k: over.pop(k) for k in list(over) if k in ARCH_FIELDS or k == "representation_size"}
     for k, _, have in arch_diff(weights, mc, tuple(weights))[:1]:
         raise UserError(f"--resume: model.{k}={weights[k]!r} but {path} holds a model with {k}={have!r}")
-    return build_model(mc.replace(**over) if over else mc).train()
+    return masked_wrapper(cfg, build_model(mc.replace(**over) if over else mc)).train()
 
 
 # -- data ------------------------------------------------------------------------------
@@ -186,6 +207,10 @@ def plan_data(cfg: TrainConfig, dist: DistInfo) -> DataPlan:
     num_classes = int(info.num_classes)
     if num_classes < 1:
         raise UserError(f"data.train={dcfg.train!r}: no classes found")
+    if cfg.objective == "classify" and list(info.class_names or ()) == [UNLABELLED]:
+        raise UserError(f"data.train={dcfg.train!r}: images without class sub-folders (unlabelled); classifying "
+                         "needs ROOT/CLASS/IMAGE folders: pre-train on them with objective=masked_patch "
+                         "(--preset mpp_pretrain)")
     test_spec: str | None = dcfg.test or dcfg.train
     if not dcfg.test:
         # No test spec: evaluate on the training source's test split when it has one.

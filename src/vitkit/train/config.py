@@ -36,6 +36,7 @@ from ..errors import UserError
 from ..image_size import HW, as_hw
 from ..models.arch import ARCH_FIELDS, FLAT_RESNET, SHAPE_FIELDS, arch_values, flat
 from ..models.config import GELU_VARIANTS, POOLED_CLASSIFIERS, POSEMB_RESAMPLE, ViTConfig
+from ..models.masked import MPP_TARGETS
 from ..perf import PRECISIONS
 from .options import from_dict_typed, set_option, to_dict
 from .options import list_options as _list_options
@@ -121,6 +122,18 @@ class DataConfig(LoaderOptions):
 
 
 @dataclass
+class MaskedConfig:
+    """Masked patch prediction (``objective=masked_patch``; :mod:`vitkit.models.masked`): what is predicted, and
+    the corruption (the paper's: 50% of the patches; of those 80% [mask], 10% another patch, 10% kept)."""
+
+    target: Literal[MPP_TARGETS] = "mean_color"
+    bits: int = 3
+    corrupt: float = 0.5
+    mask: float = 0.8
+    random: float = 0.1
+
+
+@dataclass
 class OptimConfig:
     """Optimiser. ``weight_decay`` is decoupled from the gradient (AdamW style, never added to
     the loss); ``wd_mode="lr"`` scales it by the learning rate as ``torch.optim.AdamW`` does
@@ -171,6 +184,9 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     loss: Literal["auto", "softmax", "sigmoid"] = "auto"  # auto: sigmoid for multi-label data
+    # What the model learns: the labels, or the paper's self-supervised masked patch prediction (labels unused)
+    objective: Literal["classify", "masked_patch"] = "classify"
+    mpp: MaskedConfig = field(default_factory=MaskedConfig)
     precision: Literal[PRECISIONS] = "auto"
     device: str = "auto"  # auto: cuda if available (LOCAL_RANK's GPU), else cpu
     compile: bool = False
@@ -307,6 +323,12 @@ def validate(cfg: TrainConfig) -> None:
         if not ok:
             raise UserError(msg)
     parse_loggers(cfg.logger)
+    m = cfg.mpp
+    if not (0 < m.corrupt <= 1 and 0 <= m.mask and 0 <= m.random and m.mask + m.random <= 1 and 1 <= m.bits <= 8):
+        raise UserError(f"mpp: corrupt={m.corrupt} must be in (0, 1], mask={m.mask} and random={m.random} >= 0 with "
+                        f"mask + random <= 1, bits={m.bits} in 1..8")
+    if cfg.objective == "masked_patch" and (cfg.data.mixup_alpha or cfg.data.cutmix_alpha):
+        raise UserError("objective=masked_patch uses no labels: set data.mixup_alpha=0 and data.cutmix_alpha=0")
     try:
         check_crop(cfg.data.crop_area, cfg.data.crop_padding)
     except UserError as e:

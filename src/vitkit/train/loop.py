@@ -30,12 +30,14 @@ from torch import nn
 
 from ..errors import UserError
 from ..evaluate.metrics import compute_loss
+from ..models.masked import masked_patch_loss
 from ..training_checkpoint import last_good_checkpoint, load_checkpoint
 from .build import DataPlan, build_train_model, plan_data, prepare_process, resume_model
 from .config import TrainConfig, copy_config, save_yaml, validate
 from .dist import DistInfo, all_reduce_, barrier, init_distributed, resolve_device
 from .guard import StopRequests, read_flags, step_flags
 from .inputs import StepInputs
+from .masked import masked_patch_scores
 from .metrics import RunLog, data_notes, last_eval, run_summary
 from .optim import lr_multiplier
 from .options import to_dict
@@ -130,6 +132,10 @@ class Trainer:
         from ..evaluate.core import score
 
         assert self.feed.test_loader is not None
+        if self.cfg.objective == "masked_patch":
+            return masked_patch_scores(model if model is not None else self.learner.model, self.feed.test_loader,
+                                       precision=self.learner.precision, device=self.device,
+                                       reduce=all_reduce_ if self.feed.eval_sharded else None)
         return score(model if model is not None else self.learner.ddp_model, self.feed.test_loader,
                      loss=self.plan.loss_kind, flip=self.cfg.eval_flip, precision=self.learner.precision,
                      device=self.device, reduce=all_reduce_ if self.feed.eval_sharded else None, inference=False)
@@ -152,7 +158,9 @@ class Trainer:
         return res
 
     # .. the step ...................................................................................
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: Any, targets: torch.Tensor) -> torch.Tensor:
+        if self.cfg.objective == "masked_patch":
+            return masked_patch_loss(logits)  # the labels are unused
         # mixup's targets carry the smoothing
         ls = self.cfg.data.label_smoothing if self.feed.mixup is None else 0.0
         return compute_loss(logits, targets, self.plan.loss_kind, ls)

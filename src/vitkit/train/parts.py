@@ -66,6 +66,8 @@ def build_learner(cfg: TrainConfig, model: nn.Module, dist: DistInfo, device: to
     from ..perf import resolve_precision
 
     fsdp = dist.enabled and cfg.dist.strategy == "fsdp"
+    if fsdp and cfg.objective == "masked_patch":
+        raise UserError("dist.strategy=fsdp does not shard masked patch prediction yet; use dist.strategy=ddp")
     if fsdp and (cfg.ema or cfg.activation_checkpointing and cfg.compile):
         raise UserError("dist.strategy=fsdp does not support ema (nor compile with activation_checkpointing); "
                          "use dist.strategy=ddp")

@@ -116,7 +116,7 @@ class RunState:
     def final_model(self) -> nn.Module | None:
         """The trained model as a plain module (gathered from the shards under FSDP; None on other ranks)."""
         if not self.fsdp:
-            return self.model
+            return getattr(self.model, "encoder", self.model)  # masked patch prediction: its encoder
         from .. import create_model
 
         state = self.model_state()  # collective: every rank takes part, rank 0 gets the full tensors
@@ -132,4 +132,4 @@ class RunState:
         assert self.ema is not None
         m = copy.deepcopy(self.model)
         m.load_state_dict({k: v.to(dtype=m.state_dict()[k].dtype) for k, v in self.ema.state_dict().items()})
-        return m
+        return getattr(m, "encoder", m)
