@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..image_size import as_hw
 from .vit import VisionTransformer
 
 MPP_TARGETS = ("mean_color", "downsized", "pixels")
@@ -26,7 +27,7 @@ MPP_TARGETS = ("mean_color", "downsized", "pixels")
 
 def _patches(pixels: torch.Tensor, patch_size: int | tuple[int, int]) -> torch.Tensor:
     """(N, 3, H, W) -> (N, patches, 3, P, P) in row-major patch order."""
-    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+    ph, pw = as_hw(patch_size, "patch_size")
     n, c, h, w = pixels.shape
     if h % ph or w % pw:
         raise ValueError(f"image {h}x{w} is not divisible into {ph}x{pw} patches")
