@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .fileio import atomic_write_text, fsync_dir, writing
 
 FOLDER = "checkpoints"  # under the run's --out
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -61,25 +62,12 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # remove_stale_temporaries() knows this name
     try:
-        with open(tmp, "wb") as f:
+        with writing(path), open(tmp, "wb") as f:  # a full disk: DiskFull naming the checkpoint
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -87,7 +75,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def last_good_checkpoint(out: Path) -> Path | None:
@@ -107,9 +95,7 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep_last: int)
     atomic_torch_save(state, path)
     folder = Path(out) / FOLDER
     if state.get("meta", {}).get("good"):
-        tmp = folder / ".good.json.tmp"
-        tmp.write_text(json.dumps({"step": step, "file": path.name}))
-        os.replace(tmp, folder / "good.json")
+        atomic_write_text(folder / "good.json", json.dumps({"step": step, "file": path.name}))
     good = last_good_checkpoint(out)
     for _, old in list_checkpoints(out)[:-keep_last]:
         if old != good:
@@ -117,7 +103,7 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep_last: int)
     # A readable sidecar: what the checkpoint holds, for people and scripts.
     meta = {"step": step, "file": path.name, **{k: v for k, v in state.get("meta", {}).items()
                                                   if isinstance(v, (int, float, str, bool))}}
-    (folder / "latest.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_text(folder / "latest.json", json.dumps(meta, indent=1), durable=False)
     return path
 
 

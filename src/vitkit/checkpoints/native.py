@@ -79,10 +79,13 @@ def save_native(model: nn.Module, path: str | os.PathLike[str], extra_metadata: 
     meta.update(extra_metadata or {})
     meta[HASH_KEY] = tensor_digest(state, meta)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file(state, str(tmp), metadata=meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write cut short (a full disk) leaves nothing
     return path
 
 

@@ -208,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.out:
         raise UserError("where should the run go? pass --out DIR (or out=DIR)")
     check_out(cfg.out, folder=True)
+    from ..fileio import DiskFull
     from ..train.guard import TrainingDiverged
     from ..train.loop import train
 
@@ -216,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         log.error("vitkit train: error: %s", e)
         return 3
+    except DiskFull as e:  # the checkpoints written before, and good.json, are whole (atomic writes)
+        raise DiskFull(e.path, e.reason, f"the checkpoints before it are kept: free some space, then continue "
+                                         f"with: vitkit train --out {cfg.out} --resume") from e
     code = interrupted_exit_code(summary.get("stopped_by"))
     if summary.get("rank", 0) != 0:
         return code

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..evaluate.metrics import compute_loss
+from ..fileio import atomic_write_text, writing
 from ..models.masked import masked_patch_loss
 from ..training_checkpoint import last_good_checkpoint, load_checkpoint
 from .build import DataPlan, build_train_model, plan_data, prepare_process, resume_model
@@ -312,11 +313,13 @@ class Trainer:
             self._log(note, logging.WARNING)
         if self.dist.is_main:
             if final is not None:
-                summary["model"] = str(save_model(final.eval(), self.out / "model.safetensors"))
+                with writing(self.out / "model.safetensors"):
+                    summary["model"] = str(save_model(final.eval(), self.out / "model.safetensors"))
                 if self.learner.ema is not None:
-                    summary["model_ema"] = str(save_model(self.state.ema_model().eval(),
-                                                          self.out / "model_ema.safetensors"))
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+                    with writing(self.out / "model_ema.safetensors"):
+                        summary["model_ema"] = str(save_model(self.state.ema_model().eval(),
+                                                              self.out / "model_ema.safetensors"))
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=1, default=str))
         barrier()
         return summary
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..fileio import DiskFull, atomic_write_text, is_disk_full, writing
 from .build import DataPlan
 from .dist import DistInfo
 from .parts import Feed, Progress, RunRecord
@@ -47,6 +48,7 @@ class RunLog:
     def _open_tensorboard(self, start_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        _quiet_disk_full_in_threads()
         # purge_step: TensorBoard drops the points at steps >= it when it reads the logs (written by an earlier
         # process that ran past the checkpoint). The checkpoint's own step was logged before it was saved, and
         # stays: a resume purges from the step after it (a no-op resume of a finished run purges nothing).
@@ -56,13 +58,19 @@ class RunLog:
         """One record to metrics.jsonl and its numbers to TensorBoard (under ``prefix/``, if given)."""
         if self.f is None:
             return
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
-        if self.writer is not None:
-            for k, v in rec.items():
-                if k == "step" or not isinstance(v, (int, float)):
-                    continue
-                self.writer.add_scalar(f"{prefix}/{k}" if prefix else k, v, rec["step"])
+        try:
+            with writing(self.out / "metrics.jsonl"):
+                self.f.write(json.dumps(rec) + "\n")
+                self.f.flush()  # a line cut by a full disk is dropped by trim_metrics on --resume
+            if self.writer is not None:
+                with writing(self.out / "tb"):  # the writer's thread's error, raised by the next call
+                    for k, v in rec.items():
+                        if k == "step" or not isinstance(v, (int, float)):
+                            continue
+                        self.writer.add_scalar(f"{prefix}/{k}" if prefix else k, v, rec["step"])
+        except DiskFull:
+            self.close(quiet=True)  # no second error from these files when the failed run ends
+            raise
         if self.trackers is not None:
             self.trackers.log(rec, prefix)
 
@@ -83,11 +91,19 @@ class RunLog:
             self.pbar.close()
             self.pbar = None
 
-    def close(self) -> None:
-        for x in (self.pbar, self.f, self.writer, self.trackers):
-            if x is not None:
-                x.close()
+    def close(self, *, quiet: bool = False) -> None:
+        """Close everything; ``quiet``: after a failure, errors of closing (a full disk's, again) are dropped."""
+        parts = ((self.pbar, "."), (self.f, "metrics.jsonl"), (self.writer, "tb"), (self.trackers, "."))
         self.pbar = self.f = self.writer = self.trackers = None
+        for x, name in parts:
+            if x is None:
+                continue
+            try:
+                with writing(self.out / name):
+                    x.close()
+            except Exception:
+                if not quiet:
+                    raise
 
 
 def last_eval(path: Path) -> dict[str, Any] | None:
@@ -119,7 +135,24 @@ def trim_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-    path.write_text("".join(x + "\n" for x in keep))
+    atomic_write_text(path, "".join(x + "\n" for x in keep))  # a full disk leaves the file as it was
+
+
+def _quiet_disk_full_in_threads() -> None:
+    """TensorBoard writes in a thread; a full disk ends it with a traceback on stderr, while the same error reaches
+    the run through the writer's next call (RunLog.write: one line naming tb/). Keep the thread's copy quiet."""
+    import threading
+
+    hook = threading.excepthook
+    if getattr(hook, "_vitkit", False):
+        return
+
+    def quiet(args: Any) -> None:
+        if not is_disk_full(args.exc_value):
+            hook(args)
+
+    quiet._vitkit = True  # type: ignore[attr-defined]
+    threading.excepthook = quiet
 
 
 def run_summary(rec: RunRecord, p: Progress, elapsed: float, *, plan: DataPlan, feed: Feed, dist: DistInfo,

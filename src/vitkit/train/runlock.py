@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import atomic_write_text
 
 __all__ = ["LOCK_FILES", "RunInUse", "run_lock"]
 
@@ -61,9 +62,7 @@ def run_lock(out: Path | str, *, enabled: bool = True) -> Iterator[None]:
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
-        tmp = out / f"{HOLDER}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, out / HOLDER)
+        atomic_write_text(out / HOLDER, json.dumps(info), durable=False)
         yield
     finally:
         (out / HOLDER).unlink(missing_ok=True)
