@@ -112,3 +112,34 @@ def test_distance_plot_states_image_and_patch_size(tmp_path, monkeypatch):
         titles.extend(ax.get_title() for ax in self.axes), real(self, path, **kw)))
     write_figures(_tiny(), torch.randn(1, 3, 16, 16), tmp_path)
     assert "16x16 px images, 4x4 px patches" in titles
+
+
+@pytest.mark.parametrize(("n", "hw"), [(1, (16, 16)), (4, (16, 16)), (3, (12, 20))])
+def test_rollout_layout_nothing_overlaps_and_rows_match(tmp_path, n, hw):
+    """Issue 29: the row labels and the colourbar overlap no image, both rows have the same size, titles are
+    at least 8 pt (readable at the figure's 100 dpi) and every text lies inside the figure."""
+    from vitkit.analysis.figures import draw_rollout
+
+    rng = np.random.default_rng(0)
+    titles = ["pred: great white shark, white shark, man-eater\ntrue: tiger shark"] * n
+    fig = draw_rollout(rng.random((n, *hw, 3)), rng.random((n, 4, 4)), tmp_path / "r.png", titles)
+    _check_png(tmp_path / "r.png")
+    assert fig.dpi == 100
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    r = FigureCanvasAgg(fig).get_renderer()
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 2 * n
+    boxes = [ax.get_window_extent(r) for ax in image_axes]
+    assert len({(round(b.width, 3), round(b.height, 3)) for b in boxes}) == 1  # one size for both rows
+    bar = next(ax for ax in fig.axes if not ax.images)
+    others = [bar.get_window_extent(r)] + [t.get_window_extent(r) for ax in image_axes for t in ax.texts]
+    assert len(others) == 3  # the colourbar, "input", "attention rollout"
+    for o in others:
+        assert not any(o.overlaps(b) for b in boxes)
+    texts = [t for ax in fig.axes for t in (ax.title, *ax.texts, ax.yaxis.label) if t.get_text()]
+    fig_box = fig.bbox
+    for t in texts:
+        e = t.get_window_extent(r)
+        assert fig_box.x0 <= e.x0 and e.x1 <= fig_box.x1 and fig_box.y0 <= e.y0 and e.y1 <= fig_box.y1, t
+    assert min(ax.title.get_fontsize() for ax in image_axes if ax.title.get_text()) >= 8

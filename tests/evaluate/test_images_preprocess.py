@@ -133,3 +133,16 @@ def test_every_command_offers_exactly_the_registered_names(command: str, capsys)
         main([command, "--preprocess", "nope"])
     err = capsys.readouterr().err
     assert all(name in err for name in PREPROCESSINGS)
+
+
+@pytest.mark.parametrize("preprocess", PREPROCESSINGS)
+@pytest.mark.parametrize(("name", "data"), [("notes.jpg", b"not an image"), ("cut.png", b"\x89PNG\r\n\x1a\ngarbage")])
+def test_an_unreadable_image_names_the_file_and_the_reason(tmp_path, preprocess, name, data):
+    """Issue 29: the message names the file and why the decoder refused it, not Pillow's in-memory buffer."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(vitkit.UserError) as e:
+        load_image(path, 8, HALF, HALF, preprocess=preprocess)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: cannot read the image (") and "BytesIO" not in msg and "0x" not in msg, msg
+    assert "Pillow recognises no" in msg or "decode_image reads JPEG, PNG" in msg, msg

@@ -142,33 +142,54 @@ def _mosaic(tiles: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
     return out
 
 
-def draw_rollout(images: np.ndarray, maps: np.ndarray, path: Path, titles: list[str] | None = None) -> None:
+def draw_rollout(images: np.ndarray, maps: np.ndarray, path: Path, titles: list[str] | None = None) -> Any:
     """Figure 6: each input image above the image multiplied by its rollout mask, with a colourbar for the
-    mask (the rollout scaled to its maximum per image) and, per column, ``titles[i]`` (predicted / true class)."""
+    mask (the rollout scaled to its maximum per image) and, per column, ``titles[i]`` (predicted / true class).
+    Returns the figure (tests measure its layout)."""
+    import textwrap
+
     n = len(images)
-    fig = _figure(1.6 * n + 1.2, 3.9)
-    axes = fig.subplots(2, n, squeeze=False)
     h, w = images.shape[1:3]
+    # Laid out in inches, not left to matplotlib: a 1.6 in cell per image in both rows (so both rows have the same
+    # size), a left margin for the row labels, the colourbar in a column of its own beside the second row (it
+    # overlaps no image), room above for the titles, wrapped to the cell, at 8 pt (readable at 100 dpi).
+    titles = None if titles is None else ["\n".join(textwrap.fill(line, 24) for line in t.split("\n")) for t in titles]
+    lines = max((t.count("\n") + 1 for t in titles), default=0) if titles else 0
+    cell, gap, left, bar, right, row_gap = 1.6, 0.08, 0.35, 0.12, 0.75, 0.3
+    top = 0.15 + 0.16 * lines
+    cell_h = cell * h / w
+    width, height = left + n * cell + (n - 1) * gap + 0.1 + bar + right, top + 2 * cell_h + row_gap + 0.1
+    fig = _figure(width, height)
+
+    def box(x: float, row: int, wide: float) -> tuple[float, float, float, float]:
+        y = height - top - (row + 1) * cell_h - row * row_gap
+        return x / width, y / height, wide / width, cell_h / height
+
+    axes = [[fig.add_axes(box(left + i * (cell + gap), row, cell)) for i in range(n)] for row in range(2)]
     for i in range(n):
         m = torch.from_numpy(maps[i]).double()[None, None]
         m = m / m.max().clamp_min(1e-12)
         mask = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
-        axes[0, i].imshow(images[i], interpolation="nearest")
-        axes[1, i].imshow(images[i] * mask[..., None], interpolation="nearest")
+        axes[0][i].imshow(images[i], interpolation="nearest")
+        axes[1][i].imshow(images[i] * mask[..., None], interpolation="nearest")
         if titles is not None:
-            axes[0, i].set_title(titles[i], fontsize=6)
-        for ax in axes[:, i]:
+            axes[0][i].set_title(titles[i], fontsize=8)
+        for ax in (axes[0][i], axes[1][i]):
             ax.set_axis_off()
-    axes[1, 0].text(0, -0.04, "attention rollout", fontsize=7, transform=axes[1, 0].transAxes, va="bottom")
+    for row, label in enumerate(("input", "attention rollout")):
+        axes[row][0].text(-0.04, 0.5, label, fontsize=8, rotation=90, ha="right", va="center",
+                          transform=axes[row][0].transAxes)
     # The mask multiplies each pixel's brightness: the colourbar maps the rollout (scaled to its per-image
     # maximum) to that factor, black (no attention) to full brightness.
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "gray"), ax=axes[1, :].tolist(), fraction=0.04, pad=0.02)
-    bar.set_label("rollout / its max", fontsize=6)
-    bar.ax.tick_params(labelsize=6)
+    cax = fig.add_axes(box(left + n * cell + (n - 1) * gap + 0.1, 1, bar))
+    colourbar = fig.colorbar(ScalarMappable(Normalize(0, 1), "gray"), cax=cax)
+    colourbar.set_label("rollout / its max", fontsize=8)
+    colourbar.ax.tick_params(labelsize=7)
     fig.savefig(path)
+    return fig
 
 
 def draw_attention_distance(dist: np.ndarray, image_size: tuple[int, int], patch_size: tuple[int, int],

@@ -36,7 +36,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 
@@ -172,6 +172,8 @@ def tf_decode(data: bytes, precise: bool = False, max_pixels: int | None = None,
             raise DecodeError("too_large", str(e)) from None
         except Exception as e:  # Pillow raises many types on damaged files
             msg = f"{type(e).__name__}: {e}"
+            if isinstance(e, UnidentifiedImageError):  # its message names our in-memory buffer, not the file
+                msg = f"Pillow recognises no {fmt.upper()} image in it (a damaged header?)"
             raise DecodeError("truncated" if "truncat" in msg.lower() else "corrupt", msg) from None
     mode = im.mode
     if fmt == "bmp":

@@ -68,8 +68,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError as e:
-            raise BadImage("unreadable", str(e)) from None
+        except UnidentifiedImageError:  # its message names our in-memory buffer, not the file: say what failed
+            raise BadImage("unreadable", "Pillow recognises no image format in it (not an image file?)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise BadImage("too_large", str(e)) from None
         except OSError as e:  # a file cut inside its header
