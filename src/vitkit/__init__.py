@@ -46,4 +46,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public names only (not this module's imports and helpers, nor the subpackages loaded so far).
+    return sorted(__all__)

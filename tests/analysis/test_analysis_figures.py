@@ -70,12 +70,23 @@ def test_hybrid_skips_the_filter_figure(tmp_path):
     model = vitkit.create_model("R+ViT-Ti_16", num_classes=3, image_size=64, num_layers=1).eval()
     res = write_figures(model, torch.randn(1, 3, 64, 64), tmp_path)
     assert "embedding_filters" not in res["figures"]
-    assert "1x1" in res["skipped"]["embedding_filters"]
+    p = model.config.patch_size[0]  # the patch on the ResNet's feature map (8x8 here, not the 1x1 of R50+ViT-B)
+    assert f"its {p}x{p} patch embedding reads the output channels of a BiT ResNet stem" in \
+        res["skipped"]["embedding_filters"]
     # Distances are in input pixels: patch size times the ResNet reduction.
     stride = model.config.stride
     assert res["pixels_per_token"] == list(stride) and stride[0] > model.config.patch_size[0]
     for p in res["figures"].values():
         _check_png(p)
+
+
+def test_a_conv_stem_model_is_not_called_a_hybrid():
+    model = vitkit.create_model("ViT-Ti_16", num_classes=3, image_size=16, patch_size=2, hidden_size=16, mlp_dim=32,
+                                num_heads=2, num_layers=1, stem_channels=(8, 16), stem_strides=(2, 2))
+    with pytest.raises(vitkit.UserError) as e:
+        embedding_pca(model)
+    assert "convolutional stem of 2 3x3 convolutions" in str(e.value)
+    assert "hybrid" not in str(e.value) and "ResNet" not in str(e.value)
 
 
 def test_bit_has_no_attention():

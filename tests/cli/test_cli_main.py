@@ -38,6 +38,11 @@ def test_lazy_public_names_still_work():
 
     assert vitkit.create_model is vitkit.factory.create_model
     assert "load_model" in dir(vitkit)
+    # only the public names (issue 29): not `importlib`, `Any`, `_LAZY` or the subpackages loaded so far
+    assert dir(vitkit) == sorted(vitkit.__all__)
+    for name in vitkit.__all__:  # each documented (`help(vitkit.list_models)` says what it lists)
+        value = getattr(vitkit, name)
+        assert isinstance(value, str) or (value.__doc__ or "").strip(), name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         vitkit.nope  # noqa: B018
 

@@ -85,11 +85,13 @@ def embedding_pca(model: nn.Module, num_components: int = 28) -> tuple[torch.Ten
     (k, C, p, p) (each defined up to sign).
     """
     check_analyzable(model)
-    if model.config.has_stem:
-        raise UserError(
-            "not applicable to a hybrid: its patch embedding (1x1 on a ResNet stem) reads the stem's channels, "
-            "not pixels"
-        )
+    cfg = model.config
+    if cfg.has_stem:
+        stem = "a BiT ResNet stem (a hybrid)" if cfg.resnet is not None else \
+            f"a convolutional stem of {len(cfg.stem_channels)} 3x3 convolutions"
+        ph, pw = cfg.patch_size
+        raise UserError(f"not applicable to {cfg.name}: its {ph}x{pw} patch embedding reads the output channels of "
+                        f"{stem}, not pixels")
     w = model.embedding.weight.detach().double()  # (D, C, ph, pw)
     x = w.reshape(w.shape[0], -1).cpu().numpy()
     x = x - x.mean(axis=0, keepdims=True)

@@ -13,6 +13,7 @@ from .common import (
     add_image_size,
     add_json,
     add_model,
+    add_no_progress,
     add_out,
     add_preprocess,
     add_split,
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", metavar="LIST",
                    help="with --html: the layers whose per-head attention the page stores: 'all', or numbers from 1 "
                         "such as 1,6,12 or 10-12 (default: as many as fit in about 10 MB, spread over the depth)")
+    add_no_progress(p)  # accepted as by every command that reads data (scripts pass it to all of them)
     add_json(p, what="analysis.json's summary (figure paths, skipped figures)")
     p.set_defaults(func=run)
 

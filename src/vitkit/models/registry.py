@@ -84,6 +84,7 @@ def canonical_name(name: str) -> str:
 
 
 def list_models() -> list[str]:
+    """The official model names of this table, in table order (``vitkit.list_models`` adds timm's and filters)."""
     """The official names (vit_jax's model table and the BiT ResNets), in table order. The public
     :func:`vitkit.list_models` adds timm's names, patterns and the pretrained filter."""
     return list(_REGISTRY)
