@@ -63,6 +63,22 @@ def test_bench_at_a_non_square_size(tmp_path, capsys):
     assert [p.name for p in tmp_path.glob("bench-*.json")] == ["bench-infer-ViT-Ti_16-fp32-b2-r32x48.json"]
 
 
+def test_bench_of_a_file_measures_at_its_resolution_and_records_its_classes(tmp_path, capsys):
+    """Issue 29: no --image-size: the file's own resolution (not 224), and the record says its class count."""
+    import vitkit
+
+    model = vitkit.create_model("ViT-Ti_16", num_classes=7, image_size=(16, 24), patch_size=4, hidden_size=16,
+                                mlp_dim=32, num_heads=2, num_layers=1)
+    vitkit.save_model(model, tmp_path / "m.safetensors")
+    common = ["bench", "--model", str(tmp_path / "m.safetensors"), "--batch", "2", "--steps", "1", "--warmup", "0",
+              "--peak-size", "64", "--precision", "fp32", "--json"]
+    for extra, size in (([], [16, 24]), (["--image-size", "32"], [32, 32])):
+        capsys.readouterr()
+        assert main([*common, *extra]) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert (res["image_size"], res["num_classes"]) == (size, 7)
+
+
 def test_train_flag_sets_a_non_square_data_size(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--no-progress", "--image-size", "8x12", "schedule.steps=1",

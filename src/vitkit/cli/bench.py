@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..image_size import as_hw
 from .common import (
     PRECISIONS,
     add_batch_size,
@@ -45,6 +44,7 @@ from .common import (
 REFERENCE_HELP = ("time the plain model (model.set_fast_paths(False): nn.Linear's kernel, aten GELU, the "
                         "full last block, fp32 residual stream) instead of vitkit's fast paths")
 MODES = ("infer", "train", "data")
+DEFAULT_SIZE = 224  # --image-size of a registry-name model and of --mode data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,8 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     hidden_alias(p, "--batch", dest="batch_size", type=positive_int)
     add_precision(p, extra=" (inference also packs bf16 weights)")
     hidden_alias(p, "--dtype", dest="precision", choices=PRECISIONS)
-    add_image_size(p, default=224)
-    p.add_argument("--num-classes", type=positive_int, default=1000, help="head size of a registry-name model")
+    add_image_size(p, default=None, extra=f"; a registry name is built at it and --mode data reads at it "
+                   f"({DEFAULT_SIZE} when not given)")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="head size of a registry-name model (a "
+                   "weights file keeps its own; the result records the one measured)")
     p.add_argument("--compile", action="store_true", help="torch.compile the vitkit model (inductor; compile time "
                    "is reported separately and excluded from the rates)")
     p.add_argument("--compare", choices=("hf",), default=None, help="also run HF transformers' ViT, alternately")
@@ -124,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     from ..perf.allocator import tune_cpu_allocator
 
     _check(args)
+    if args.mode == "data" and args.image_size is None:
+        args.image_size = DEFAULT_SIZE
     if args.out:
         check_out(args.out, folder=True)
     if args.threads is not None:
@@ -141,11 +145,11 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         if args.mode == "data":
-            name = f"bench-data-b{args.batch_size}-r{size_label(args.image_size)}-w{res['workers']}"
+            name = f"bench-data-b{args.batch_size}-r{size_label(res['image_size'])}-w{res['workers']}"
         else:
             model = re.sub(r"[^\w.+-]", "_", args.model)
             ran = res.get("precision", args.precision)
-            name = f"bench-{args.mode}-{model}-{ran}-b{args.batch_size}-r{size_label(args.image_size)}"
+            name = f"bench-{args.mode}-{model}-{ran}-b{args.batch_size}-r{size_label(res['image_size'])}"
         if args.compile:
             name += "-compile"
         if args.checkpointing:
@@ -191,7 +195,7 @@ def _load(args: argparse.Namespace) -> Any:
     except KeyError:
         name = None
     if name in list_models():
-        return create_model(name, num_classes=args.num_classes, image_size=args.image_size)
+        return create_model(name, num_classes=args.num_classes, image_size=args.image_size or DEFAULT_SIZE)
     from ..evaluate.model import load_for_inference
 
     return load_for_inference(args.model, args.image_size).train()
@@ -241,10 +245,12 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     model = _make_model(args).to(dev)
     cfg = model.config
     flops_img = count_flops(cfg)
-    x = torch.randn(args.batch_size, cfg.in_chans, *as_hw(args.image_size, "--image-size"), device=dev)
+    # The model's own resolution: --image-size resampled it; a weights file without it keeps the file's.
+    x = torch.randn(args.batch_size, cfg.in_chans, *cfg.image_size, device=dev)
     y = torch.randint(0, max(cfg.num_classes, 1), (args.batch_size,), device=dev)
     res: dict[str, Any] = {
-        "model": cfg.name, "mode": args.mode, "batch": args.batch_size, "image_size": args.image_size,
+        "model": cfg.name, "mode": args.mode, "batch": args.batch_size, "image_size": list(cfg.image_size),
+        "num_classes": cfg.num_classes,
         "precision": precision, "gflop_per_image_forward": round(flops_img / 1e9, 3),
     }
     hf = None
@@ -277,7 +283,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         _fast_paths(model, not args.reference)
         if args.checkpointing:
             if not hasattr(model, "set_grad_checkpointing"):
-                raise ValueError(f"--checkpointing: {cfg.name} ({type(model).__name__}) does not support it")
+                raise UserError(f"--checkpointing: {cfg.name} ({type(model).__name__}) does not support it")
             model.set_grad_checkpointing(True)
         # The optimiser and the step of `vitkit train` (train.optim.build_optimizer, train.step.train_step).
         optim = OptimConfig(name="adamw", lr=1e-4, weight_decay=0.05, clip_norm=1.0)
@@ -384,7 +390,8 @@ def bench_data(args: argparse.Namespace) -> dict[str, Any]:
     dt = time.perf_counter() - t0
     bar.close()
     if n == 0:
-        raise ValueError(f"data {args.data!r} gave no batches after {args.warmup} warm-up batches")
+        raise UserError(f"--data {args.data}: no batches after {args.warmup} warm-up batches (too few images for "
+                        f"--batch-size {args.batch_size}?)")
     ips = n / dt
     return {
         "mode": "data", "data": args.data, "split": args.split, "image_size": args.image_size, "batch": args.batch_size,
