@@ -7,7 +7,8 @@ commands import what they need when they run.
 
 Exit codes: 0 done; 2 a problem the user can fix (one line ``vitkit CMD: error: ...``: :data:`USER_ERRORS`,
 argument errors); 1 an internal error (a short traceback and a request to report it); 3 training diverged;
-130/143 stopped by SIGINT/SIGTERM. ``VITKIT_DEBUG=1`` re-raises any error with its full traceback.
+130/143 stopped by SIGINT/SIGTERM; 141 stdout closed early (``| head``), quietly, as a tool stopped by SIGPIPE.
+``VITKIT_DEBUG=1`` re-raises any error with its full traceback.
 """
 
 from __future__ import annotations
