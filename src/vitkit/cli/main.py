@@ -141,14 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (stop.Stopped): one line, what was kept; 130 / 143
         return report(args, e)
-    except BrokenPipeError:
-        if not _stdout_closed():
-            raise  # a socket's, say: not the reader of our output going away
-        # `vitkit ... | head`: the reader has what it wanted. End quietly as Unix tools do (killed by SIGPIPE:
-        # 128 + 13), with stdout pointed at /dev/null so that the interpreter's last flush has nowhere to fail.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
     except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if isinstance(e, BrokenPipeError) and _stdout_closed():  # not a socket's: the reader of our output left
+            # `vitkit ... | head`: the reader has what it wanted. End quietly as Unix tools do (killed by SIGPIPE:
+            # 128 + 13), with stdout pointed at /dev/null so that the interpreter's last flush has nowhere to fail.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         if os.environ.get("VITKIT_DEBUG"):
             raise
         missing = (e.name or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
