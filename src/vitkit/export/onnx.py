@@ -100,7 +100,9 @@ def write_metadata(path: str | os.PathLike[str], cfg: Any) -> None:
 def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool) -> None:
     names = _outputs(model)
     if len(names) == 2:
-        model = _LogitsAndFeatures(model)
+        # in the model's mode: the TorchScript exporter restores the top module's mode afterwards, recursively, and a
+        # fresh wrapper's default (training) would leave the model's BatchNorm and dropout in training mode
+        model = _LogitsAndFeatures(model).train(model.training)
     kwargs: dict = {"input_names": ["images"], "output_names": names}
     if opset is not None:
         kwargs["opset_version"] = opset
