@@ -4,6 +4,8 @@ The fields mirror the official ``vit_jax/configs/models.py`` ConfigDicts (``patc
 ``hidden_size``, ``transformer.*``, ``classifier``, ``representation_size``, ``resnet.*``) plus
 the few things a PyTorch port must record explicitly because a checkpoint from another library
 computes them differently (GELU variant, LayerNorm epsilon, where the final norm sits).
+Which of the fields make up the architecture, how two architectures compare and the ResNet stem's config
+(``ResNetConfig``, imported here for its users) are :mod:`vitkit.models.arch`'s.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from ..data.preprocess import VIT_MEAN, VIT_STD
 from ..errors import UserError
 from ..image_size import as_hw
 from .arch import ConfigFieldError, ResNetConfig, has_class_token, resnet_config
-
-__all__ = ["CLASSIFIERS", "ConfigFieldError", "GELU_VARIANTS", "POOLED_CLASSIFIERS", "POSEMB_RESAMPLE", "ResNetConfig",
-           "ViTConfig"]
 
 CLASSIFIERS = ("token", "gap", "unpooled", "token_unpooled")
 # The classifiers that pool to one vector per image (the *_unpooled ones give a logit per token): what an image
