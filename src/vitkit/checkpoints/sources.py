@@ -71,7 +71,7 @@ def vitkit_folder_weights(folder: Path) -> Path | None:
     try:
         small = cfg.is_file() and cfg.stat().st_size < 1 << 20
         ours = small and json.loads(cfg.read_text())["library_name"] == "vitkit"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # any config.json: a hostile one too
         return None
     return folder / "model.safetensors" if ours and (folder / "model.safetensors").is_file() else None
 
@@ -159,7 +159,7 @@ def _not_found(text: str) -> str:
 
     msg = f"checkpoint not found: {text}"
     near = did_you_mean(text.removeprefix("gs://vit_models/").removesuffix(".npz"), CATALOGUE)
-    if looks_like_catalogue_name(text) or near and "/" in text:
+    if looks_like_catalogue_name(text):
         return msg + f"{near}; not a catalogue name either: `vitkit models --pretrained` lists them"
     from ..models.registry import canonical_name
 
@@ -167,12 +167,14 @@ def _not_found(text: str) -> str:
         name = canonical_name(text)
     except KeyError:
         name = None
-    if name is not None:
+    if name is not None:  # a model name ("ViT-B/16") before a near catalogue name: it says what was meant
         from .catalogue import default_for_model
 
         entry = default_for_model(name)
         hint = f"; its pre-trained weights: {entry.name}" if entry else ""
         return msg + f" ({text} is a model name: create_model({name!r}) builds it{hint})"
+    if near and "/" in text:
+        return msg + f"{near}; not a catalogue name either: `vitkit models --pretrained` lists them"
     if re.fullmatch(r"[A-Za-z][\w+-]*", text):  # a bare word (no folder, no suffix) was meant as a model name
         from ..models.registry import list_models
 
