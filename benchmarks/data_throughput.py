@@ -1,6 +1,9 @@
 """Decode + augment throughput of the training pipeline on the Imagenette shards (not a test).
 
-Reads /work/shared/data/imagenette (112 px JPEG stored) with ``vitkit.data.build_loader`` as training does: Inception
+Reads ``--data`` (default: the named data set ``imagenette-160``, fetched once into ``$VITKIT_DATA``; the
+README's numbers were measured on the project's 112 px JPEG WebDataset copy, ``--data
+'wds:../shared/data/imagenette/train-{000000..000004}.tar?num_classes=10'``) with ``vitkit.data.build_loader`` as
+training does: Inception
 crop resized to 224, flip, normalisation (optionally RandAugment), and prints images/s for each worker count.
 Per-worker throughput = images/s / workers (0 workers = everything in the main process).
 
@@ -18,12 +21,12 @@ from tqdm import tqdm
 
 from vitkit.data import build_loader
 
-DEFAULT = "wds:/work/shared/data/imagenette/train-{000000..000004}.tar?num_classes=10"
+DEFAULT = "imagenette-160"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--spec", default=DEFAULT)
+    ap.add_argument("--data", "--spec", dest="spec", default=DEFAULT, help="data spec (default: %(default)s)")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--images", type=int, default=1024, help="images timed per setting")
@@ -31,9 +34,6 @@ def main() -> None:
     ap.add_argument("--randaugment", type=int, nargs=2, default=None, metavar=("NUM_OPS", "MAGNITUDE"))
     ap.add_argument("--eval", action="store_true", help="time the evaluation pipeline (plain resize) instead")
     args = ap.parse_args()
-    path = args.spec.split(":", 1)[1].split("{")[0]
-    if args.spec == DEFAULT and not os.path.isdir(os.path.dirname(path)):
-        raise SystemExit(f"shared data not found at {os.path.dirname(path)}")
     print(f"spec={args.spec} size={args.image_size} batch={args.batch_size} randaugment={args.randaugment} "
           f"{'eval' if args.eval else 'train'} cpus={os.cpu_count()}")
     for nw in args.workers:

@@ -13,7 +13,7 @@ each variant's top-1 equals PyTorch fp32's.
 
     python benchmarks/int8_cpu.py --out benchmarks/results/int8 \\
         --checkpoint runs/c10/model.safetensors \\
-        --data 'wds:/work/shared/data/cifar10?num_classes=10&num_examples=train:50000,test:10000'
+        --data cifar10
 """
 
 from __future__ import annotations

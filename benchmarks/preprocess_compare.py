@@ -5,7 +5,7 @@ big_vision rounds the resized image down to uint8; this measures what that does 
 runs exactly the loader ``vitkit eval --preprocess NAME`` runs.
 
     python benchmarks/preprocess_compare.py --model runs/cifar/model.safetensors \\
-        --data "wds:/work/shared/data/cifar10?num_classes=10" --split test --out benchmarks/results/preprocess
+        --data cifar10 --split test --out benchmarks/results/preprocess
 
 Writes OUT/preprocess_compare.json: per preprocessing top-1/top-5, images, seconds, and the number of test images
 whose top-1 prediction differs from the ``pil`` run's.

@@ -1,8 +1,11 @@
 """The paper's claim in miniature: pre-train on Imagenette at low resolution, fine-tune on CIFAR-10
 at a higher one, and compare with CIFAR-10 from scratch at the same total cost.
 
-Data (``/work/shared/data``): Imagenette 112 px WebDataset shards (re-encoded JPEG q90) and CIFAR-10
-(JPEG q75 copy: accuracies are not those of the lossless original).
+Data: ``--pretrain-data`` (default: the named data set ``imagenette-160``) and ``--data`` (default ``cifar10``),
+fetched once into ``$VITKIT_DATA``. The recorded run used the project's shared WebDataset copies beside the checkout
+(``../shared/data``: Imagenette 112 px, re-encoded JPEG q90; CIFAR-10 JPEG q75, so accuracies are not those of the
+lossless original): ``--pretrain-data 'wds:../shared/data/imagenette?num_classes=10&num_examples=train:9469,val:3925'
+--data 'wds:../shared/data/cifar10?num_classes=10&num_examples=train:50000,test:10000'``.
 
 Arms, all with the same small ViT (patch 4, width 128, 6 blocks) and the same wall-clock:
   A. pre-train on Imagenette at 32 px (``--pre-minutes``), then fine-tune on CIFAR-10 at 48 px
@@ -25,13 +28,6 @@ from pathlib import Path
 from vitkit.train.config import TrainConfig, apply_overrides, copy_config
 from vitkit.train.loop import train
 from vitkit.train.presets import get_preset
-
-SHARED = Path("/work/shared/data")
-IMAGENETTE = (f"wds:{SHARED}/imagenette?num_classes=10&num_examples=train:9469,val:3925"
-              "&classes=tench,English springer,cassette player,chain saw,church,French horn,garbage truck,"
-              "gas pump,golf ball,parachute")
-CIFAR = (f"wds:{SHARED}/cifar10?num_classes=10&num_examples=train:50000,test:10000"
-         "&classes=airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck")
 
 
 def seconds_per_step(cfg: TrainConfig, out: Path, steps: int = 30) -> float:
@@ -61,6 +57,9 @@ def main() -> int:
     ap.add_argument("--ft-minutes", type=float, default=10.0)
     ap.add_argument("--pre-size", type=int, default=32)
     ap.add_argument("--ft-size", type=int, default=48)
+    ap.add_argument("--data", default="cifar10", help="fine-tuning / from-scratch data spec (default: %(default)s)")
+    ap.add_argument("--pretrain-data", default="imagenette-160",
+                    help="pre-training data spec, with a val split (default: %(default)s)")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -68,11 +67,12 @@ def main() -> int:
     # moved to the R+ViT root-block hybrid); pinned so that the recorded numbers stay reproducible.
     base = apply_overrides(get_preset("cifar10_cpu"), [
         "model.name=ViT-Ti_16", "model.resnet_layers=none", "model.resnet_width=none", "model.patch_size=4",
-        "model.mlp_dim=256", "data.crop_area=0.35,1", "precision=fp32", "threads=1"])
+        "model.mlp_dim=256", "data.crop_area=0.35,1", "precision=fp32", "threads=1",
+        f"data.train={args.data}", f"data.test={args.data}"])
 
     # A1: pre-training on Imagenette (paper recipe in miniature: Adam, wd, linear decay, representation layer).
     pre = apply_overrides(base, [
-        f"data.train={IMAGENETTE}", f"data.test={IMAGENETTE}", "data.test_split=val",
+        f"data.train={args.pretrain_data}", f"data.test={args.pretrain_data}", "data.test_split=val",
         f"data.image_size={args.pre_size}", "data.crop_area=0.08,1", "model.classifier=token",
         "model.representation_size=128", "optim.name=adam", "optim.weight_decay=0.1", "schedule.decay=linear",
     ])
@@ -101,7 +101,7 @@ def main() -> int:
     s_b = train(scratch)
 
     result = {
-        "data": "Imagenette 112px JPEG q90 / CIFAR-10 JPEG q75 copies in /work/shared/data",
+        "data": {"pretrain": args.pretrain_data, "finetune": args.data},
         "A_pretrain_imagenette_val_top1": s_pre["eval_top1"], "A_pretrain_s": s_pre["time_s"],
         "A_finetune_cifar10_test_top1": s_ft["eval_top1"], "A_finetune_s": s_ft["time_s"],
         "B_scratch_cifar10_test_top1": s_b["eval_top1"], "B_scratch_s": s_b["time_s"],

@@ -2,8 +2,8 @@
 
 Runs ONLY in a separate environment with TensorFlow and without torch (the test suite never imports TensorFlow):
 
-    python3 -m venv /work/envs/tf && /work/envs/tf/bin/pip install tensorflow-cpu pillow numpy
-    /work/envs/tf/bin/python scripts/make_tf_reference.py --data /work/shared/data
+    python3 -m venv ../envs/tf && ../envs/tf/bin/pip install tensorflow-cpu pillow numpy
+    ../envs/tf/bin/python scripts/make_tf_reference.py --data ../shared/data
 
 Images: made here with Pillow (JPEG 4:2:0 / 4:2:2 / 4:4:4 / progressive / grey / CMYK; PNG RGB, RGB with tRNS, RGBA
 with colour under transparent pixels, 8-bit and 2-bit grey, grey+alpha, 16-bit grey, 16-bit RGB, palette, palette
@@ -157,7 +157,7 @@ def main() -> None:
                     help="the shared data folder (default: ../shared/data beside the repository)")
     args = ap.parse_args()
     if not args.data.is_dir():
-        ap.error(f"--data {args.data}: no such folder; pass the shared data folder (e.g. /work/shared/data)")
+        ap.error(f"--data {args.data}: no such folder; pass the shared data folder (e.g. ../shared/data)")
     images = {**synthetic_images(), **shard_jpegs(args.data)}
     (OUT / "images").mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {f"positions/{s}": positions(s) for s in SIZES if s != 48}

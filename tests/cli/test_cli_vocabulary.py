@@ -36,6 +36,7 @@ SHARED = {
 EXPECTED = {
     "models": {"--image-size", "--json"},
     "download": {"--no-progress", "--json"},
+    "data": {"--no-progress", "--json"},
     "demo": {"--out", "--no-progress", "--json"},
     "convert": {"--model", "--out", "--image-size", "--json"},
     "train": {"--out", "--data", "--batch-size", "--precision", "--num-workers", "--image-size", "--preprocess",

@@ -47,6 +47,12 @@ def _download(t, d, env):
         lambda out: Path(json.loads(out)[0]["path"]).is_file()
 
 
+def _data(t, d, env):
+    _, monkeypatch = env
+    monkeypatch.setenv("VITKIT_DATA", str(d / "data"))
+    return ["data", "list", "--json"], lambda out: {r["name"] for r in json.loads(out)} >= {"cifar10", "pets"}
+
+
 def _demo(t, d, env):
     argv = ["demo", "--out", str(d), "--no-progress", "pretrain.schedule.steps=2", "finetune.schedule.steps=1",
             "schedule.warmup_steps=1", "eval_every=0", "data.eval_limit=16"]
@@ -97,7 +103,7 @@ def _bench(t, d, env):
     return argv, lambda out: json.loads(out)["results"]["vitkit"]["images_per_s"] > 0
 
 
-CASES = {"models": _models, "download": _download,
+CASES = {"models": _models, "download": _download, "data": _data,
          "demo": _demo, "convert": _convert, "train": _train, "eval": _eval, "fewshot": _fewshot,
          "analyze": _analyze, "predict": _predict, "export": _export, "bench": _bench}
 

@@ -203,19 +203,17 @@ def test_wds_metadata(tmp_path: Path) -> None:
         validate_dataset(f"wds:{pattern}?num_classes=3&classes=a,b,c")
 
 
-@pytest.mark.skipif(not Path("/work/shared/data/cifar10/test-000000.tar.gz").exists(), reason="shared data absent")
-def test_shared_cifar10_shards() -> None:
-    spec = "wds:/work/shared/data/cifar10?num_classes=10&num_examples=train:50000,test:10000"
+def test_shared_cifar10_shards(shared_data: Path) -> None:
+    spec = f"wds:{shared_data}/cifar10?num_classes=10&num_examples=train:50000,test:10000"
     assert dataset_info(spec, "test").num_examples == 10000
     loader = build_loader(spec, split="test", train=False, image_size=32, batch_size=100, num_workers=0, limit=300)
     n = sum(len(y) for _, y in loader)
     assert n == 300 and loader.stats.skipped_total == 0
 
 
-@pytest.mark.skipif(not Path("/work/shared/data/mnist/t10k-labels-idx1-ubyte.gz").exists(), reason="shared data absent")
-def test_shared_mnist_matches_its_readme() -> None:
-    # the README of /work/shared/data lists the first labels and the class counts of the original files
-    test = open_map_source("mnist:/work/shared/data/mnist", "test")
+def test_shared_mnist_matches_its_readme(shared_data: Path) -> None:
+    # the shared data's README lists the first labels and the class counts of the original files
+    test = open_map_source(f"mnist:{shared_data}/mnist", "test")
     assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert np.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert test.images.shape == (10000, 28, 28)

@@ -8,7 +8,11 @@ of the cache (a truncated copy, an overwritten file) is an error instead of garb
 
 A download streams into ``FILE.part`` and is renamed into place only once complete (and, when
 the source publishes a hash, once it matches): an interrupted download never leaves a
-complete-looking file; the next call resumes the ``.part`` with an HTTP Range request.
+complete-looking file. The next call resumes the ``.part`` with an HTTP Range request, but only
+when the server still has the same file: the first response's validator (a strong ``ETag``, else
+``Last-Modified``) is kept in ``FILE.part.validator`` and sent back as ``If-Range``; a server whose
+file changed answers with the whole new file (200), and the download starts again. A ``.part``
+without a validator (the server sent none) is never resumed. ``force=True`` fetches again.
 
 ``VITKIT_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``): nothing is downloaded; a missing file is a
 one-line error naming the URL and the path where the file can be put by hand. A published hash
@@ -32,9 +36,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from ..errors import UserError
 from .errors import CheckpointError
 
 _CHUNK = 1 << 20
+
+
+class DownloadError(CheckpointError, UserError):
+    """A download failed (network, checksum, offline): the user's to fix; a CheckpointError for weight callers."""
+
 _TIMEOUT_S = 60
 
 
@@ -117,70 +127,116 @@ def verify_cached(path: Path, expected: str | None = None, url: str | None = Non
     return path
 
 
-def _offline_error(url: str, dest: Path) -> CheckpointError:
-    return CheckpointError(
+def _offline_error(url: str, dest: Path) -> DownloadError:
+    return DownloadError(
         f"offline (VITKIT_OFFLINE/HF_HUB_OFFLINE) and not cached: {url} -- download it by hand to {dest}"
     )
 
 
-def download(url: str, *, sha256: str | None = None, progress: bool = True, dest: Path | None = None) -> Path:
+def download(url: str, *, sha256: str | None = None, md5: str | None = None, progress: bool = True,
+             dest: Path | None = None, force: bool = False) -> Path:
     """The cached copy of ``url`` (downloaded, or resumed, if missing), verified; returns its path.
 
+    ``sha256`` / ``md5``: the checksum the source publishes (checked before the file is renamed into place).
+    ``dest``: where to keep it (default :func:`cache_path`). ``force``: delete any cached copy and fetch again.
     Processes that want the same file (every rank of ``torchrun ... model.init=URL``) take turns
     through a lock file: one downloads, the others then find the file complete.
     """
     from filelock import FileLock
 
     dest = Path(dest) if dest is not None else cache_path(url)
-    if dest.is_file():
+    if dest.is_file() and not force:
         return verify_cached(dest, sha256, url)
     if offline():
         raise _offline_error(url, dest)
     locks = cache_dir() / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / (hashlib.sha256(str(dest).encode()).hexdigest()[:32] + ".lock"))):
-        if dest.is_file():  # another process finished it while this one waited
+        if force:
+            for p in (dest, _sidecar(dest), _part(dest), _validator(_part(dest))):
+                p.unlink(missing_ok=True)
+        elif dest.is_file():  # another process finished it while this one waited
             return verify_cached(dest, sha256, url)
-        return _download(url, sha256, progress, dest)
+        return _download(url, sha256, md5, progress, dest)
 
 
-def _download(url: str, sha256: str | None, progress: bool, dest: Path) -> Path:
-    part = dest.with_name(dest.name + ".part")
+def _part(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def _validator(part: Path) -> Path:
+    """Beside ``FILE.part``: the server's ETag or Last-Modified of the file the ``.part`` began (for If-Range)."""
+    return part.with_name(part.name + ".validator")
+
+
+def _response_validator(headers: http.client.HTTPMessage) -> str | None:
+    """A strong ETag, else Last-Modified (If-Range takes either; a weak ETag ``W/...`` is not allowed there)."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+def _resume_offset(start: int, resp: http.client.HTTPResponse) -> bool:
+    """Whether a 206 continues the ``.part`` at ``start`` (its Content-Range begins there)."""
+    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range") or "")
+    return resp.status == 206 and m is not None and int(m.group(1)) == start
+
+
+def _download(url: str, sha256: str | None, md5: str | None, progress: bool, dest: Path) -> Path:
+    part = _part(dest)
+    vfile = _validator(part)
     have = part.stat().st_size if part.is_file() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "vitkit", **({"Range": f"bytes={have}-"} if have else {})})
+    validator = vfile.read_text().strip() if have and vfile.is_file() else ""
+    if have and not validator:  # no way to ask whether the server still has the same file: start again
+        part.unlink()
+        have = 0
+    headers = {"User-Agent": "vitkit"}
+    if have:
+        headers.update({"Range": f"bytes={have}-", "If-Range": validator})
+    req = urllib.request.Request(url, headers=headers)
     try:
         resp = urllib.request.urlopen(req, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the .part is already complete (or longer than the file): start over
             part.unlink()
-            return _download(url, sha256, progress, dest)
-        raise CheckpointError(f"{url}: HTTP {e.code} {e.reason}") from e
+            vfile.unlink(missing_ok=True)
+            return _download(url, sha256, md5, progress, dest)
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
-        raise CheckpointError(f"{url}: cannot download ({getattr(e, 'reason', e)}); "
-                              f"or put the file by hand at {dest}") from e
+        raise DownloadError(f"{url}: cannot download ({getattr(e, 'reason', e)}); "
+                            f"or put the file by hand at {dest}") from e
     dest.parent.mkdir(parents=True, exist_ok=True)
     with resp:
         published_md5 = _goog_md5(resp.headers.get_all("x-goog-hash") or [])
-        resumed = have and resp.status == 206
-        if have and not resumed:  # the server ignored the Range header: the body is the whole file
-            have = 0
+        if have and not _resume_offset(have, resp):
+            have = 0  # 200: the server's file changed (If-Range failed) or it ignores Range: the body is the whole file
+        if not have:
+            new = _response_validator(resp.headers)
+            if new:
+                vfile.write_text(new + "\n")
+            else:
+                vfile.unlink(missing_ok=True)
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         _stream(resp, part, have, total, url, progress)
     size = part.stat().st_size
     if total is not None and size != total:
-        raise CheckpointError(f"{url}: download interrupted at {size:,} of {total:,} bytes; "
-                              f"run again to resume ({part})")
-    digest, md5 = _digests(part) if published_md5 else (sha256_file(part), None)
-    if sha256 and digest != sha256.lower():
-        part.unlink()
-        raise CheckpointError(f"{url}: SHA-256 {digest} does not match the published {sha256}; download discarded")
-    if published_md5 and md5 != published_md5:
-        part.unlink()
-        raise CheckpointError(f"{url}: MD5 {md5} does not match the {published_md5} the server publishes "
-                              "(x-goog-hash); download discarded")
+        raise DownloadError(f"{url}: download interrupted at {size:,} of {total:,} bytes; "
+                            f"run again to resume ({part})")
+    want_md5 = (md5 or "").lower() or published_md5
+    digest, got_md5 = _digests(part) if want_md5 else (sha256_file(part), None)
+    for algo, got, want, source in (("SHA-256", digest, (sha256 or "").lower(), "expected"),
+                                    ("MD5", got_md5, (md5 or "").lower(), "expected"),
+                                    ("MD5", got_md5, published_md5 or "", "server's (x-goog-hash)")):
+        if want and got != want:
+            part.unlink()
+            vfile.unlink(missing_ok=True)
+            raise DownloadError(f"{dest.name}: {algo} {got} does not match the {source} {want} (from {url}); "
+                                "download deleted")
     _write_sidecar(dest, digest)
     os.replace(part, dest)
+    vfile.unlink(missing_ok=True)
     return dest
 
 
@@ -226,7 +282,7 @@ def _stream(resp: http.client.HTTPResponse, part: Path, have: int, total: int | 
                 bar.update(len(block))
         except (OSError, http.client.HTTPException) as e:  # a dropped connection: keep the .part for a resume
             f.flush()
-            raise CheckpointError(f"{url}: download interrupted at {f.tell():,} bytes ({e}); "
-                                  f"run again to resume ({part})") from e
+            raise DownloadError(f"{url}: download interrupted at {f.tell():,} bytes ({e}); "
+                                f"run again to resume ({part})") from e
         f.flush()
         os.fsync(f.fileno())

@@ -29,8 +29,8 @@ from .common import Parser, setup_logging
 __all__ = ["COMMANDS", "USER_ERRORS", "UserError", "build_parser", "main", "write_report"]
 
 # Order shown in --help; each is the module vitkit.cli.NAME, with a register(subparsers).
-COMMANDS = ("models", "download", "demo", "convert", "train", "eval", "fewshot", "analyze", "predict", "export",
-            "bench")
+COMMANDS = ("models", "download", "data", "demo", "convert", "train", "eval", "fewshot", "analyze", "predict",
+            "export", "bench")
 
 REPORT_URL = "https://github.com/vitkit/vitkit/issues"
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from .mapsource import MapSource
+from .named import LOADABLE
 from .pickles import RestrictedUnpickler, safe_load_pickle
 from .preprocess import IMAGE_SUFFIXES
 from .spec import ParsedSpec, canonical_split, parse_spec, split_candidates
@@ -340,6 +341,14 @@ def open_map_source(spec: str | Any, split: str = "train") -> MapSource:
         if p.obj is not None:
             return open_object_source(p.obj, split)
         return open_object_source(load_hf_path(p.path), split, p.options, name=f"'hf:{p.path}'")
+    if not p.path and p.kind in LOADABLE:  # a named data set (``mnist`` bare; ``mnist:PATH`` is the user's files)
+        from .named_sources import resolve_named
+
+        split, what = resolve_named(p, split)
+        src = (open_map_source(what, split) if isinstance(what, str)
+               else FolderSource(what.files, what.labels, what.class_names, split, what.root))
+        src.kind = p.kind
+        return src
     if p.kind == "digits":
         return _digits_source(split)
     if p.kind == "folder":

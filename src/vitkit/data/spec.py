@@ -1,7 +1,10 @@
 """Data specs (``KIND[:PATH][?key=value&...]``) and split names: the vocabulary every source shares.
 
-Spec grammar: ``KIND[:PATH][?key=value&key=value]``.
+Spec grammar: ``KIND[:PATH][?key=value&key=value]``, or ``NAME[?key=value]`` for a named data set.
 
+* ``cifar10``, ``cifar100``, ``mnist``, ``pets``, ``flowers102``, ``imagenette``, ``imagenette-160`` - the named
+  data sets (:mod:`vitkit.data.named`): downloaded once into ``$VITKIT_DATA/NAME`` from their official URLs (or
+  ``$VITKIT_DATA_URL``), then read from there (:mod:`vitkit.data.fetch`). ``vitkit data list`` shows them.
 * ``digits`` - scikit-learn's bundled 8x8 digits (1797 images, no download). Grey values 0..16 are scaled by
   255/16 and rounded to uint8. Split: a fixed stratified split, 20% of every class to ``test`` (numpy
   ``default_rng(DIGITS_SPLIT_SEED)`` permutation per class, see :func:`_digits_split`), the rest ``train``.
@@ -19,8 +22,8 @@ Spec grammar: ``KIND[:PATH][?key=value&key=value]``.
 * ``wds:PATTERN`` - WebDataset shards, streamed (see :mod:`vitkit.data.wds`). PATTERN is a brace pattern
   (``train-{000000..000004}.tar.gz``), may contain ``{split}``, or is a directory holding ``SPLIT-*.tar[.gz]``.
   Query keys: ``num_classes``, ``num_examples`` (``N``, or per split ``train:50000,test:10000``), ``classes``
-  (comma-separated names). Example for the shared CIFAR-10 copy:
-  ``wds:/work/shared/data/cifar10?num_classes=10&num_examples=train:50000,test:10000``.
+  (comma-separated names). Example for a folder of CIFAR-10 shards:
+  ``wds:shared/data/cifar10?num_classes=10&num_examples=train:50000,test:10000``.
   Otherwise metadata comes from ``classes.txt`` (one class name per line) or ``meta.json``
   (``{"num_classes": K, "class_names": [...], "num_examples": {"train": N, "test": M}}``) next to the shards.
 """
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError, did_you_mean
+from .named import LOADABLE
 
 KINDS = ("digits", "folder", "mnist", "cifar", "hf", "wds")
 # The split names, decided here only: "validation" is another name for "val". Sources without a val split
@@ -72,17 +76,23 @@ def parse_spec(spec: str | Any) -> ParsedSpec:
     if not isinstance(spec, str) or not spec:
         raise UserError(f"data must be a non-empty spec string like 'digits' or 'folder:PATH', a "
                         f"torch.utils.data.Dataset or a datasets.Dataset; got {type(spec).__name__} {spec!r:.80}")
-    kind, _, rest = spec.partition(":")
+    kind, colon, rest = spec.partition(":")
     kind = kind.strip().lower()
-    if kind not in KINDS:
-        raise UserError(f"unknown data source {kind!r} in spec {spec!r}{did_you_mean(kind, KINDS)}; valid: "
-                        f"{', '.join(KINDS)}")
+    name = kind.partition("?")[0]
+    if name in LOADABLE and not (colon and kind in KINDS):  # a named data set: NAME[?key=value] (mnist: also a KIND)
+        if colon:
+            raise UserError(f"data spec {spec!r}: {name} is a named data set and takes no path (it lives in "
+                            f"$VITKIT_DATA/{name}); for files of your own write cifar:PATH, mnist:PATH or folder:PATH")
+        kind, rest = name, spec.strip()[len(name):]
+    elif kind not in KINDS:
+        raise UserError(f"unknown data source {kind!r} in spec {spec!r}{did_you_mean(kind, KINDS + LOADABLE)}; "
+                        f"valid: {', '.join(KINDS)}, or a named data set: {', '.join(LOADABLE)}")
     options: dict[str, str] = {}
     if "?" in rest:
         rest, _, query = rest.rpartition("?")
         for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=False):
             options[key] = value
-    if kind != "digits" and not rest:
+    if kind not in ("digits",) + LOADABLE and not rest:
         raise UserError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
     return ParsedSpec(kind, os.path.expanduser(rest), options)
 
