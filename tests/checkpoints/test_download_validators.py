@@ -4,7 +4,7 @@ import pytest
 from http_server import FileServer
 
 from vitkit.checkpoints import CheckpointError
-from vitkit.checkpoints.download import cache_path, download
+from vitkit.download import cache_path, download
 from vitkit.errors import UserError
 
 OLD, NEW = bytes(range(256)) * 64, bytes(reversed(range(256))) * 80

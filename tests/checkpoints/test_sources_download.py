@@ -10,7 +10,7 @@ from http_server import FileServer
 import vitkit
 from vitkit.checkpoints import CheckpointError
 from vitkit.checkpoints.catalogue import lookup
-from vitkit.checkpoints.download import cache_path
+from vitkit.download import cache_path
 
 TINY = dict(num_classes=3, image_size=16, patch_size=4, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64)
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import vitkit
-from vitkit.checkpoints.download import cache_path, recorded_sha256
+from vitkit.checkpoints.catalogue import lookup
 from vitkit.cli.main import main
+from vitkit.download import cache_path, recorded_sha256
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "checkpoints"))
 from http_server import FileServer  # noqa: E402
@@ -37,18 +38,64 @@ def test_models_pretrained_lists_the_catalogue(env, capsys):
     assert "imagenet21k+imagenet2012/ViT-B_16-224" in out and "81.20%" in out and "VITKIT_WEIGHTS_URL" in out
 
 
-def test_download_then_models_shows_it_cached(env, capsys, monkeypatch):
+def test_a_mirror_fetch_is_cached_under_the_catalogue_name(env, capsys, monkeypatch):
     name = "imagenet21k/ViT-B_32"
     with FileServer({f"/vm/{name}.npz": (env / "m.npz").read_bytes()}) as srv:
         monkeypatch.setenv("VITKIT_WEIGHTS_URL", srv.url + "/vm")
-        assert main(["download", name, "--check", "--json"]) == 0
+        assert main(["download", name, "--json"]) == 0
         row = json.loads(capsys.readouterr().out)[0]
-        url = f"{srv.url}/vm/{name}.npz"
-    assert Path(row["path"]) == cache_path(url) and row["sha256"] == recorded_sha256(cache_path(url))
-    assert row["entry"]["model"] == "ViT-B_32" and "2 heads" in row["model"]
+    official = cache_path(lookup(name).official_url)
+    assert Path(row["path"]) == official and row["sha256"] == recorded_sha256(official)
+    monkeypatch.delenv("VITKIT_WEIGHTS_URL")
+    monkeypatch.setenv("VITKIT_OFFLINE", "1")  # the mirror is gone and so is the variable: still found
+    assert vitkit.load_model(name, progress=False).config.hidden_size == 32
+
+
+def test_check_and_models_refuse_a_file_of_another_architecture(env, capsys, monkeypatch):
+    name = "imagenet21k/ViT-B_32"  # served: a tiny model (width 32, 1 block, patch 4)
+    with FileServer({f"/vm/{name}.npz": (env / "m.npz").read_bytes()}) as srv:
+        monkeypatch.setenv("VITKIT_WEIGHTS_URL", srv.url + "/vm")
+        assert main(["download", name, "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the download's progress line
+    path = cache_path(lookup(name).official_url)
+    assert err.startswith("vitkit download: error: ") and "hidden_size 32 (catalogue: 768)" in err and "num_layers 1 (catalogue: 12)" \
+        in err and "patch_size 4 (catalogue: 32)" in err and f"delete {path}" in err
     assert main(["models", "--pretrained", "--json", "--filter", "ViT-B_32"]) == 0
-    cached = {r["name"]: r["cached"] for r in json.loads(capsys.readouterr().out)}
-    assert cached[name] and not cached["imagenet21k+imagenet2012/ViT-B_32"]
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[name]["cached"] and "not a ViT-B_32" in rows[name]["problem"]
+    assert not rows["imagenet21k+imagenet2012/ViT-B_32"]["cached"]
+    assert main(["models", "--pretrained", "--filter", "ViT-B_32"]) == 0
+    assert f"BAD: {name}: the cached file is not a ViT-B_32" in capsys.readouterr().out
+
+
+def test_check_accepts_the_right_architecture_force_refetches_corruption_is_reported(env, capsys, monkeypatch):
+    name = "augreg/Ti_16"  # the README's recommended ViT-Ti/16: width 192, 12 blocks, patch 16
+    entry = lookup(name)
+
+    def ti16(seed: int) -> bytes:
+        torch.manual_seed(seed)
+        m = vitkit.create_model("ViT-Ti_16", num_classes=2, image_size=32)
+        return vitkit.save_model(m, env / f"ti{seed}.npz").read_bytes()
+
+    first, second = ti16(0), ti16(1)
+    served = {f"/vm/{entry.name}.npz": first}
+    with FileServer(served) as srv:
+        monkeypatch.setenv("VITKIT_WEIGHTS_URL", srv.url + "/vm")
+        assert main(["download", name, "--check", "--json"]) == 0, capsys.readouterr().err
+        assert "12 blocks, hidden 192" in json.loads(capsys.readouterr().out)[0]["model"]
+        srv.files[f"/vm/{entry.name}.npz"] = second
+        assert main(["download", name, "--json"]) == 0  # cached: not fetched again
+        assert main(["download", name, "--force", "--json"]) == 0
+        assert len(srv.requests) == 2
+    path = cache_path(entry.official_url)
+    assert path.read_bytes() == second and json.loads(capsys.readouterr().out.split("\n]\n")[1] + "\n]")[0][
+        "sha256"] == recorded_sha256(path)
+    data = bytearray(second)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert main(["models", "--pretrained", "--json", "--filter", "Ti_16"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == entry.name)
+    assert "does not match the recorded" in row["problem"] and f"delete {path}" in row["problem"]
 
 
 def test_urls_in_model_and_convert_are_not_mangled(env, capsys):

@@ -53,8 +53,14 @@ class Entry:
 
     @property
     def url(self) -> str:
+        """Where the file is downloaded from: ``$VITKIT_WEIGHTS_URL`` (a mirror) or the official bucket."""
         base = os.environ.get("VITKIT_WEIGHTS_URL") or DEFAULT_BASE_URL
         return base.rstrip("/") + "/" + urllib.parse.quote(self.name + ".npz", safe="/+")
+
+    @property
+    def official_url(self) -> str:
+        """The file in the official bucket: its path names the cached copy, wherever it was fetched from."""
+        return DEFAULT_BASE_URL + "/" + urllib.parse.quote(self.name + ".npz", safe="/+")
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "url": self.url}

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..download import DownloadError
+
 
 class CheckpointError(ValueError):
     """A checkpoint is unreadable, of an unknown format, or does not fit the model."""
+
+
+class CheckpointDownloadError(CheckpointError, DownloadError):
+    """Weights could not be downloaded, or their cached copy is corrupt (a CheckpointError for weight callers,
+    a DownloadError like any other download's)."""
 
 
 def _dims(v: object) -> tuple[int, ...] | None:

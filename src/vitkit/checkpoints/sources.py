@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .catalogue import Entry, looks_like_catalogue_name, lookup
-from .download import download, is_url, offline, sha256_file
-from .errors import CheckpointError
+from ..download import DownloadError, cache_path, is_url, offline, sha256_file
+from ..download import download as _download
+from .errors import CheckpointDownloadError, CheckpointError
 
 HF_PREFIX = "hf-hub:"
 _HF_RE = re.compile(r"^hf-hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
@@ -45,6 +46,16 @@ class Resolved:
     path: Path
     hints: dict[str, Any] = field(default_factory=dict)
     entry: Entry | None = None
+
+
+def download(url: str, **kw: Any) -> Path:
+    """:func:`vitkit.download.download` for weights: its errors as CheckpointDownloadError (a CheckpointError)."""
+    try:
+        return _download(url, **kw)
+    except DownloadError as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointDownloadError(str(e)) from e
 
 
 def run_folder_weights(folder: Path) -> Path | None:
@@ -132,8 +143,10 @@ def resolve_hf_hub(source: str) -> Path:
     return folder
 
 
-def resolve(source: str | os.PathLike[str], *, progress: bool = True) -> Resolved:
-    """The local file or folder a source names (downloading it if needed); see the module docstring."""
+def resolve(source: str | os.PathLike[str], *, progress: bool = True, force: bool = False) -> Resolved:
+    """The local file or folder a source names (downloading it if needed; ``force``: again); see the module
+    docstring. A catalogue name is cached under its official URL's path whichever server (``VITKIT_WEIGHTS_URL``)
+    it came from, so that it is found later without the variable."""
     text = os.fspath(source)
     p = Path(text)
     if not is_url(text) and not text.startswith(HF_PREFIX) and p.exists():
@@ -143,13 +156,14 @@ def resolve(source: str | os.PathLike[str], *, progress: bool = True) -> Resolve
                 return Resolved(text, weights)
         return Resolved(text, p)
     if is_url(text):
-        return Resolved(text, download(text, progress=progress))
+        return Resolved(text, download(text, progress=progress, force=force))
     if text.startswith(HF_PREFIX):
         folder = resolve_hf_hub(text)
         return Resolved(text, vitkit_folder_weights(folder) or folder)
     entry = lookup(text)
     if entry is not None:
-        return Resolved(text, download(entry.url, progress=progress), {"name": entry.model}, entry)
+        path = download(entry.url, progress=progress, force=force, dest=cache_path(entry.official_url))
+        return Resolved(text, path, {"name": entry.model}, entry)
     raise FileNotFoundError(_not_found(text))
 
 

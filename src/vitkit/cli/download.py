@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import UserError
 from .common import add_command, add_json, add_no_progress
 
 
@@ -18,22 +19,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "vitkit download hf-hub:google/vit-base-patch16-224 --json"])
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="catalogue name (imagenet21k/ViT-B_16), http(s) URL or hf-hub:ORG/NAME[@REV]")
-    p.add_argument("--check", action="store_true", help="also load each one to check that vitkit reads it")
+    p.add_argument("--check", action="store_true",
+                   help="also load each one to check that vitkit reads it; a catalogue file is also re-hashed and its "
+                        "width, depth and patch compared with the catalogue's model (a mismatch says what to delete)")
+    p.add_argument("--force", action="store_true", help="download again even when cached")
     add_no_progress(p)
     add_json(p, what="one row per source")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints.download import recorded_sha256
+    from ..download import recorded_sha256
     from ..checkpoints.sources import resolve
 
     rows = []
     for src in args.sources:
-        r = resolve(src)
+        r = resolve(src, force=args.force)
         row = {"source": src, "path": str(r.path), "sha256": recorded_sha256(r.path) if r.path.is_file() else None}
         if r.entry is not None:
             row["entry"] = r.entry.as_dict()
+        if args.check and r.entry is not None:
+            from ..checkpoints.verify import check_entry_file
+
+            problem = check_entry_file(r.entry, r.path)
+            if problem:
+                raise UserError(problem)
         if args.check:
             from ..checkpoints import load_model
 

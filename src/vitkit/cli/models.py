@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json(p, what="the rows")
     p.add_argument("--pretrained", action="store_true",
                    help="list the official checkpoints (resolution, pre-training / fine-tuning data, published "
-                        "top-1, whether cached) instead")
+                        "top-1, whether cached; a cached file is re-hashed and its architecture compared) instead")
     p.set_defaults(func=run)
 
 
@@ -38,13 +38,16 @@ def _none_match(args: argparse.Namespace, names: list[str]) -> UserError:
 
 def _pretrained(args: argparse.Namespace) -> int:
     from ..checkpoints.catalogue import list_entries
-    from ..checkpoints.download import cache_dir, cache_path
+    from ..checkpoints.verify import check_entry_file
+    from ..download import cache_dir, cache_path
 
     rows = []
     for e in list_entries():
         if args.filter.lower() not in e.name.lower() and args.filter.lower() not in e.model.lower():
             continue
-        rows.append({**e.as_dict(), "cached": cache_path(e.url).is_file()})
+        path = cache_path(e.official_url)  # where it is cached, whichever server (VITKIT_WEIGHTS_URL) it came from
+        problem = check_entry_file(e, path) if path.is_file() else None  # re-hashed, architecture compared
+        rows.append({**e.as_dict(), "cached": path.is_file(), "problem": problem})
     if not rows:
         raise _none_match(args, [e.name for e in list_entries()])
     if args.json:
@@ -55,10 +58,13 @@ def _pretrained(args: argparse.Namespace) -> int:
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}%"
         print(f"{r['model']:<13}{r['resolution'] or '?':>4}  {r['pretrain']:<19}{r['finetune'] or '-':<13}{acc:>7} "
-              f"{'yes' if r['cached'] else '-':<7}{r['name']}")
+              f"{('BAD' if r['problem'] else 'yes') if r['cached'] else '-':<7}{r['name']}")
     print(f"{len(rows)} checkpoints; top-1: ImageNet-2012 as published in google-research/vision_transformer's "
           "README. Other AugReg files: augreg/<file name> (naming scheme). Cache: "
           f"{cache_dir()} (VITKIT_CACHE); server: VITKIT_WEIGHTS_URL.")
+    for r in rows:
+        if r["problem"]:
+            print(f"BAD: {r['problem']}")
     return 0
 
 

@@ -8,7 +8,7 @@
   put the file at.
 
 The download itself (``.part`` + If-Range resume, lock, progress bar, atomic rename, checksum) is the one weights
-use: :func:`vitkit.checkpoints.download.download`. Archives are unpacked into a temporary folder that is renamed
+use: :func:`vitkit.download.download`. Archives are unpacked into a temporary folder that is renamed
 into place when complete (an interrupted unpacking never looks finished), after every member passed tarfile's
 ``data`` filter (PEP 706): a member with an absolute path, a ``..``, a link out of the folder or a device file
 refuses the whole archive before anything is written.
@@ -52,7 +52,7 @@ def file_url(f: DataFile) -> str:
 
 def mirror_sums(base: str) -> dict[str, str]:
     """The mirror's ``SHA256SUMS`` as {file name: sha256}; {} when it serves none (HTTP 404)."""
-    from ..checkpoints.download import DownloadError
+    from ..download import DownloadError
 
     try:
         with urllib.request.urlopen(urllib.request.Request(f"{base}/{_SUMS}", headers={"User-Agent": "vitkit"}),
@@ -90,7 +90,7 @@ def ensure(name: str, *, progress: bool = True, force: bool = False) -> Path:
     """The folder holding data set ``name``'s files, downloaded (and unpacked) if missing; ``force``: again."""
     from filelock import FileLock
 
-    from ..checkpoints.download import download, offline
+    from ..download import download, offline
 
     ds = DATASETS[name]
     folder = dataset_dir(name)

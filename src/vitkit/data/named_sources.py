@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +107,7 @@ def resolve_named(p: ParsedSpec, split: str) -> tuple[str, Listing | str]:
     split = next((s for s in split_candidates(split) if s in ds.splits), None) or split
     if split not in ds.splits:
         raise UserError(f"{name} has splits {', '.join(ds.splits)}, not {split!r}")
-    folder = ensure(name, progress=sys.stderr.isatty())
+    folder = ensure(name)
     query = ("?" + urllib.parse.urlencode(p.options)) if p.options else ""
     if name in ("cifar10", "cifar100"):
         return split, f"cifar:{os.fspath(folder / ds.files[0].name)}{query}"

@@ -1,4 +1,5 @@
-"""Downloads into vitkit's cache: atomic, resumable, hashed, with an offline switch.
+"""Downloads into vitkit's cache: atomic, resumable, hashed, with an offline switch. The one downloader, for
+weights (:mod:`vitkit.checkpoints.sources`) and data sets (:mod:`vitkit.data.fetch`) alike.
 
 Layout: ``$VITKIT_CACHE`` (default ``~/.cache/vitkit``, or ``$XDG_CACHE_HOME/vitkit``) holds each
 URL's file at ``HOST/PATH`` (``storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz``), so a
@@ -36,14 +37,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..errors import UserError
-from .errors import CheckpointError
+from .errors import UserError
 
 _CHUNK = 1 << 20
 
 
-class DownloadError(CheckpointError, UserError):
-    """A download failed (network, checksum, offline): the user's to fix; a CheckpointError for weight callers."""
+class DownloadError(UserError):
+    """A download failed (network, checksum, offline) or a cached file is corrupt: the user's to fix. Weight
+    sources re-raise it as :class:`vitkit.checkpoints.errors.CheckpointDownloadError` (also a CheckpointError)."""
 
 _TIMEOUT_S = 60
 
@@ -75,7 +76,7 @@ def cache_path(url: str) -> Path:
     host = parts.netloc.replace(":", "_") or "local"
     segs = [urllib.parse.unquote(s) for s in parts.path.split("/") if s]
     if not segs or any(s in (".", "..") for s in segs):
-        raise CheckpointError(f"{url}: cannot cache a URL without a file name (or with '.' / '..' in its path)")
+        raise DownloadError(f"{url}: cannot cache a URL without a file name (or with '.' / '..' in its path)")
     segs = [re.sub(r"[^A-Za-z0-9._+=@,-]", "_", s) for s in segs]
     if parts.query:
         stem, dot, ext = segs[-1].rpartition(".")
@@ -118,7 +119,7 @@ def verify_cached(path: Path, expected: str | None = None, url: str | None = Non
     want = (expected or recorded_sha256(path) or "").lower()
     if want and digest != want:
         where = f" (from {url})" if url else ""
-        raise CheckpointError(
+        raise DownloadError(
             f"{path}: SHA-256 {digest} does not match the recorded {want}{where}; the cached file is corrupt: "
             "delete it (and its .sha256) to download it again"
         )
@@ -269,7 +270,7 @@ def _digests(path: Path) -> tuple[str, str]:
 
 
 def _stream(resp: http.client.HTTPResponse, part: Path, have: int, total: int | None, url: str, progress: bool) -> None:
-    from ..progress import Progress
+    from .progress import Progress
 
     name = url.rsplit("/", 1)[-1]
     with open(part, "ab" if have else "wb") as f, Progress(
