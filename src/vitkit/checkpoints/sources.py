@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalogue import Entry, looks_like_catalogue_name, lookup
 from ..download import DownloadError, cache_path, is_url, offline, sha256_file
 from ..download import download as _download
+from .catalogue import Entry, looks_like_catalogue_name, lookup
 from .errors import CheckpointDownloadError, CheckpointError
 
 HF_PREFIX = "hf-hub:"

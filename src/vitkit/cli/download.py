@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..download import recorded_sha256
     from ..checkpoints.sources import resolve
+    from ..download import recorded_sha256
 
     rows = []
     for src in args.sources:
