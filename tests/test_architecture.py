@@ -13,7 +13,7 @@ MAX_LINES = 410  # "about 400"
 # its own layer's other members or from above (lazy imports inside functions count). A new package gets a row.
 LAYERS: list[set[str]] = [
     {"errors", "progress"},  # progress: bars or log lines (imports nothing of vitkit)
-    {"image_size", "fileio"},  # the one "R or (H, W)" normaliser; atomic writes, a full disk as a user error
+    {"image_size", "fileio", "download"},  # "R or (H, W)"; atomic writes, a full disk; the one downloader
     {"kernels", "data", "training_checkpoint"},
     {"models", "perf"},  # perf: the run-time policy (precision, autocast, allocator); benchmarking is bench's
     {"checkpoints"},
