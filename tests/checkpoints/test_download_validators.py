@@ -3,8 +3,7 @@
 import pytest
 from http_server import FileServer
 
-from vitkit.checkpoints import CheckpointError
-from vitkit.download import cache_path, download
+from vitkit.download import DownloadError, cache_path, download
 from vitkit.errors import UserError
 
 OLD, NEW = bytes(range(256)) * 64, bytes(reversed(range(256))) * 80
@@ -20,7 +19,7 @@ def cache(tmp_path, monkeypatch):
 
 def _cut(srv: FileServer, url: str) -> int:
     srv.cut_next = 1
-    with pytest.raises(CheckpointError, match="interrupted"):
+    with pytest.raises(DownloadError, match="interrupted"):
         download(url, progress=False)
     part = cache_path(url).with_name(cache_path(url).name + ".part")
     return part.stat().st_size

@@ -60,7 +60,7 @@ def kept_on_stop(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_accuracy
-    from ..evaluate.core import match_classes
+    from ..evaluate.core import match_classes, real_sets
     from ..evaluate.data import loader_stats, open_loader, report_skipped
     from .main import write_report
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(f"{args.data}: {e}") from None
     res = evaluate_accuracy(model, loader, precision=precision, device=device, total=batches, flip=args.flip,
-                            classes=classes, progress=True)
+                            classes=classes, progress=True, real=real_sets(loader))
     # What ran: the split actually read (a data set without `test` is evaluated on its validation split), the
     # resolved precision, the device, the preprocessing, the number of examples (exactly --limit when given).
     split = str(getattr(info, "split", None) or args.split)
@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
           f"{args.data} ({split}) at {h}x{w}, {precision}, preprocessing {loader.preprocess})")
     if precision_from not in ("--precision", "default"):
         print(f"note: precision {precision}: {precision_from} (--precision chooses another)")
+    if "real_top1" in res:
+        print(f"ReaL top-1 {100 * res['real_top1']:.2f}%  ({res['real_examples']} images with a ReaL label; "
+              f"{res['real_left_out']} with an empty label set left out)")
     if args.flip:
         print(f"flip-averaged: top-1 {100 * res['flip_top1']:.2f}%  top-5 {100 * res['flip_top5']:.2f}%")
     if classes.label_map is not None:

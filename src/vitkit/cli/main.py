@@ -38,7 +38,8 @@ REPORT_URL = "https://github.com/vitkit/vitkit/issues"
 # one that is not installed is a one-line user error naming the extra, not an internal error.
 OPTIONAL_MODULES = {"tensorboard": "train", "sklearn": "train", "matplotlib": "analysis", "onnx": "export",
                     "onnxruntime": "export", "onnxscript": "export", "fsspec": "remote", "s3fs": "remote",
-                    "gcsfs": "remote", "datasets": "hf", "mlflow": "mlflow", "wandb": "wandb"}
+                    "gcsfs": "remote", "datasets": "hf", "mlflow": "mlflow", "wandb": "wandb",
+                    "scipy": "data"}
 
 
 def _checkpoint_error() -> type[BaseException]:

@@ -124,6 +124,13 @@ class Loader:
             n = self.limit if n is None else min(n, self.limit)
         return None if n is None else n // self.world_size
 
+    def example_indices(self, epoch: int = 0) -> np.ndarray:
+        """The source indices this rank serves in ``epoch``, in order (map-style data; e.g. to line evaluation
+        outputs up with per-example annotations such as ReaL label sets)."""
+        if self.is_stream:
+            raise UserError(f"{self.spec}: a stream has no example indices")
+        return self._rank_indices(epoch)
+
     def num_batches(self) -> int | None:
         """Batches per epoch for this rank, None for streams of undeclared size."""
         if self.is_stream:

@@ -35,6 +35,7 @@ class Listing:
     labels: list[int]
     class_names: list[str]
     root: str
+    real: list[list[int]] | None = None  # imagenet:PATH?labels=real: each file's ReaL label set
 
 
 def _pets(folder: Path, split: str) -> Listing:

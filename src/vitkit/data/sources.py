@@ -349,6 +349,14 @@ def open_map_source(spec: str | Any, split: str = "train") -> MapSource:
                else FolderSource(what.files, what.labels, what.class_names, split, what.root))
         src.kind = p.kind
         return src
+    if p.kind == "imagenet":
+        from .imagenet import imagenet_listing
+
+        what = imagenet_listing(p.path, split, p.options)
+        src = FolderSource(what.files, what.labels, what.class_names, "train" if split == "train" else "val",
+                           what.root)
+        src.kind, src.real = "imagenet", what.real  # type: ignore[attr-defined]
+        return src
     if p.kind == "digits":
         return _digits_source(split)
     if p.kind == "folder":

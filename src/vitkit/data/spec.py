@@ -19,6 +19,9 @@ Spec grammar: ``KIND[:PATH][?key=value&key=value]``, or ``NAME[?key=value]`` for
 * ``hf:PATH`` - Hugging Face ``datasets`` data: a ``save_to_disk`` folder or parquet files (``?image=COL&label=COL``
   pick the columns); see :mod:`vitkit.data.objects`, which also reads the user's own Dataset objects passed in
   place of a spec.
+* ``imagenet:PATH`` - the standard ILSVRC-2012 extraction as it is (``train/`` class folders; ``val/`` as class folders
+  or the flat files with LOC_val_solution.csv or the devkit's ground truth); ``?labels=real`` adds the ReaL label
+  sets for scoring ReaL top-1 (:mod:`vitkit.data.imagenet`).
 * ``wds:PATTERN`` - WebDataset shards, streamed (see :mod:`vitkit.data.wds`). PATTERN is a brace pattern
   (``train-{000000..000004}.tar.gz``), may contain ``{split}``, or is a directory holding ``SPLIT-*.tar[.gz]``.
   Query keys: ``num_classes``, ``num_examples`` (``N``, or per split ``train:50000,test:10000``), ``classes``
@@ -39,7 +42,7 @@ from typing import Any
 from ..errors import UserError, did_you_mean
 from .named import LOADABLE
 
-KINDS = ("digits", "folder", "mnist", "cifar", "hf", "wds")
+KINDS = ("digits", "folder", "mnist", "cifar", "imagenet", "hf", "wds")
 # The split names, decided here only: "validation" is another name for "val". Sources without a val split
 # fall back to test (and the other way round): split_candidates() gives the order to look in.
 SPLITS = ("train", "test", "val")

@@ -113,6 +113,7 @@ def score(
     inference: bool = True,
     total: int | None = None,
     progress: bool = False,
+    predictions: list[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The evaluator: loss, top-k accuracies (and with ``flip`` the same of the mean logits of each image and its
     mirror image) over a loader of ``(images, labels)``; ``vitkit eval`` and the trainer both call it.
@@ -123,7 +124,8 @@ def score(
     model's indices, and for a subset of the model's classes the prediction is made among that subset (the other
     logits are -inf). ``inference=False`` runs under ``no_grad`` instead of
     ``inference_mode`` (a model that keeps training afterwards, e.g. under FSDP). Returns ``loss`` (if ``loss``),
-    ``top{k}``, ``flip_top{k}``, ``examples``.
+    ``top{k}``, ``flip_top{k}``, ``examples``. ``predictions``: a list that receives each batch's top-1 model index
+    (single view), in loader order.
     """
     dev = torch.device(device)
     ks = tuple(int(k) for k in topk)
@@ -163,6 +165,8 @@ def score(
                 if mirrored is not None:
                     parts.append(topk_hits((logits + mirrored.float()) / 2, labels, ks).double())
                 sums += torch.cat([x.reshape(-1) for x in parts])
+                if predictions is not None:
+                    predictions.append(logits.argmax(-1).cpu())
     finally:
         model.train(was_training)
     if reduce is not None:
@@ -188,9 +192,13 @@ def evaluate_accuracy(
     progress: bool = True,
     flip: bool = False,
     classes: ClassMatch | None = None,
+    real: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Top-k accuracies and the softmax cross-entropy of a trained model over a loader (:func:`score` on the
     inference-ready model).
+
+    ``real``: each example's ReaL label set (data labels), in loader order (``imagenet:PATH?labels=real``;
+    :func:`real_sets`): adds ``real_top1``, ``real_examples`` and ``real_left_out`` (see :func:`real_top1`).
 
     ``classes`` (:func:`match_classes`): data labels are mapped to the model's indices, and for a
     subset of the model's classes the prediction is made among that subset.
@@ -205,15 +213,48 @@ def evaluate_accuracy(
         raise UserError("the model has no classification head (num_classes=0); use `vitkit fewshot` instead")
     dev = torch.device(device)
     net = inference_model(model.to(dev), precision)
+    preds: list[torch.Tensor] | None = [] if real is not None else None
     res = score(net, loader, topk=topk, flip=flip, precision=precision, device=dev, num_classes=num_classes,
-                classes=classes, total=total, progress=progress)
+                classes=classes, total=total, progress=progress, predictions=preds)
     n = res.pop("examples")
     if n == 0:
         raise UserError("the data has no examples to evaluate")
+    if real is not None and preds is not None:
+        res.update(real_top1(torch.cat(preds), real, classes))
     res["num_examples"] = n
     scored = len(classes.subset) if classes is not None and classes.subset else num_classes
     res["k_used"] = {f"top{k}": min(int(k), scored) for k in topk}
     return res
+
+
+def real_top1(predictions: torch.Tensor, label_sets: Sequence[Sequence[int]],
+               classes: ClassMatch | None = None) -> dict[str, Any]:
+    """The paper's "ImageNet ReaL" top-1 (Beyer et al. 2020, as reassessed-imagenet's example code): a prediction
+    is correct when it is in the image's ReaL label set; images whose set is empty are left out (and counted).
+
+    ``predictions``: model indices, one per image in order; ``label_sets``: data labels, as many (a mismatch means
+    images were skipped, so predictions and sets no longer line up: an error). ``classes`` maps data labels to the
+    model's indices as the evaluation did."""
+    if len(predictions) != len(label_sets):
+        raise UserError(f"ReaL scoring matches predictions to images by position: {len(predictions)} predictions for "
+                        f"{len(label_sets)} images (unreadable images were skipped?); fix or remove them")
+    lmap = classes.label_map if classes is not None else None
+    hits = kept = 0
+    for p, s in zip(predictions.tolist(), label_sets):
+        if not s:
+            continue
+        kept += 1
+        hits += p in {lmap[x] if lmap else x for x in s}
+    return {"real_top1": hits / kept if kept else float("nan"), "real_examples": kept,
+            "real_left_out": len(label_sets) - kept}
+
+
+def real_sets(loader: Any) -> list[list[int]] | None:
+    """The ReaL label sets of ``loader``'s examples in the order it serves them (None when its source has none)."""
+    sets = getattr(getattr(loader, "source", None), "real", None)
+    if sets is None:
+        return None
+    return [sets[i] for i in loader.example_indices()]
 
 
 def extract_features(
