@@ -141,7 +141,7 @@ def test_a_download_cut_in_half_resumes(name, env):
     assert (data_root() / name / big).read_bytes() == files[big]
 
 
-@pytest.mark.parametrize("name", ["cifar10", "pets"])
+@pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_a_file_changed_on_the_server_is_fetched_again_not_spliced(name, env):
     import gzip
 

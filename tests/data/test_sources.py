@@ -19,8 +19,13 @@ from vitkit.data.sources import open_map_source, parse_spec
 def test_parse_spec() -> None:
     p = parse_spec("wds:/a/b-{0..3}.tar?num_classes=7")
     assert (p.kind, p.path, p.options) == ("wds", "/a/b-{0..3}.tar", {"num_classes": "7"})
-    with pytest.raises(ValueError, match="unknown data source 'imagenet'.*valid"):
-        parse_spec("imagenet:/x")
+    with pytest.raises(ValueError, match="unknown data source 'imagenet21k'.*valid"):
+        parse_spec("imagenet21k:/x")
+    with pytest.raises(ValueError, match="unknown data source 'cifar-10'.*did you mean cifar10"):
+        parse_spec("cifar-10")
+    assert parse_spec("imagenet:/x?labels=real").options == {"labels": "real"}
+    assert (parse_spec("mnist").kind, parse_spec("mnist").path) == ("mnist", "")  # the named data set
+    assert parse_spec("mnist:/m").path == "/m"  # the user's files
     with pytest.raises(ValueError, match="needs a path"):
         parse_spec("folder:")
 

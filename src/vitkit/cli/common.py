@@ -29,8 +29,10 @@ PREPROCESSINGS = ("vit_jax", "big_vision", "big_vision_precise", "pil")
 MODEL_HELP = ("weights: a file or folder of any supported format (vitkit .safetensors, official .npz, timm, "
               "Hugging Face), a run folder or its checkpoints/step_N.pt, an http(s) URL, hf-hub:ORG/NAME[@REV], or "
               "a catalogue name (`vitkit models --pretrained`)")
-DATA_HELP = ("data spec: digits (scikit-learn's, bundled), folder:PATH (one sub-folder per class), wds:PATTERN "
-             "(WebDataset shards, e.g. wds:data/train-{000000..000009}.tar), mnist:PATH, cifar:PATH")
+DATA_HELP = ("data spec: digits (scikit-learn's, bundled), a named data set downloaded once (e.g. cifar10, pets; "
+             "`vitkit data list` names them all), folder:PATH (one sub-folder "
+             "per class), wds:PATTERN (WebDataset shards, e.g. wds:data/train-{000000..000009}.tar), mnist:PATH, "
+             "cifar:PATH, imagenet:PATH[?labels=real], hf:PATH")
 
 log = logging.getLogger("vitkit")
 
