@@ -88,7 +88,8 @@ def parse_spec(spec: str | Any) -> ParsedSpec:
                             f"$VITKIT_DATA/{name}); for files of your own write cifar:PATH, mnist:PATH or folder:PATH")
         kind, rest = name, spec.strip()[len(name):]
     elif kind not in KINDS:
-        raise UserError(f"unknown data source {kind!r} in spec {spec!r}{did_you_mean(kind, KINDS + LOADABLE)}; "
+        near = did_you_mean(kind, KINDS if colon else KINDS + LOADABLE)  # with a path: one of the path kinds
+        raise UserError(f"unknown data source {kind!r} in spec {spec!r}{near}; "
                         f"valid: {', '.join(KINDS)}, or a named data set: {', '.join(LOADABLE)}")
     options: dict[str, str] = {}
     if "?" in rest:

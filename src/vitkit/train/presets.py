@@ -155,10 +155,8 @@ def cifar10_cpu() -> TrainConfig:
     8x8 map (64 tokens + class token), 4 blocks of width 128 (4 heads, MLP 512), class-token classifier; AdamW lr
     2e-3, weight decay 0.05, batch 128, warm-up then cosine over the time budget; padded crop (``crop_padding=4``)
     + flip, label smoothing 0.1; 24 px for the first 60% of the time (progressive resizing); flip-averaged
-    evaluation beside single view; precision ``auto``, 2 threads. Data: the named data set ``cifar10``
-    (the official archive, fetched once into ``$VITKIT_DATA``); the numbers below were measured on a JPEG (q75)
-    copy in WebDataset shards (``benchmarks/cifar10_cpu.py --data DIR``), not the official pixels.
-    Expected: 85.1% test top-1 single view, 86.0% flip-averaged (mean of seeds 0-2, JPEG q75 copy).
+    evaluation beside single view; precision ``auto``, 2 threads. Data: the named data set ``cifar10``.
+    Expected: 85.1% test top-1 single view, 86.0% flip-averaged (mean of seeds 0-2, on a JPEG q75 copy).
     Cost: 30 minutes on 2 cores (``python benchmarks/cifar10_cpu.py --minutes 30 --evals 3 seed=N``). Every run,
     the stem's choice and the presets before: ``benchmarks/results/README.md``.
     """
