@@ -73,3 +73,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
+
+
+def kept_on_stop(args: argparse.Namespace) -> str:
+    """An interrupted download keeps its .part file (main: stop.report); an unpacking leaves nothing half-done."""
+    from ..data.fetch import data_root
+
+    return (f"the part downloaded so far is kept (a .part file under {data_root()}); the same command continues it"
+            if args.action == "download" else "nothing was written")

@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
 def kept_on_stop(args: argparse.Namespace) -> str:
     """An interrupted download keeps its .part file (main: stop.report)."""
-    from ..checkpoints.download import cache_dir
+    from ..download import cache_dir
 
     return f"the part downloaded so far is kept (a .part file under {cache_dir()}); the same command continues it"
