@@ -237,15 +237,15 @@ def test_screenshot_for_the_docs(browser, tiny_page, tmp_path):
         from vitkit.evaluate.model import load_for_inference
 
         model = load_for_inference(os.environ["VITKIT_DOCS_MODEL"], None)
-        images, labels = gather_images(model.config, [os.environ["VITKIT_DOCS_DATA"]], 4, split="test",
-                                       batch_size=4, preprocess=None, with_labels=True)
+        images, labels = gather_images(model.config, [os.environ["VITKIT_DOCS_DATA"]], 3, split="test",
+                                       batch_size=3, preprocess=None, with_labels=True)
         path = write_explorer(model, images, tmp_path / "docs.html", labels=labels)["html"]
         out = ROOT / "docs" / "explorer.png"
-    page, _, errors = _open(browser, path, viewport=(1100, 900))
-    page.locator("canvas.attention >> nth=0").click(position={"x": 150, "y": 80})
-    page.mouse.move(0, 0)
+    page, _, errors = _open(browser, path, viewport=(1560, 900))
+    page.locator("canvas.attention >> nth=0").click(position={"x": 112, "y": 112})  # the centre patch
+    page.locator("#distance circle >> nth=-1").hover()  # the last layer's last head
     out.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(out), full_page=False)
+    page.screenshot(path=str(out), full_page=True)
     assert errors == [] and _drawn(np.asarray(Image.open(out).convert("RGB")).astype(np.int16))
     page.context.close()
 

@@ -258,7 +258,7 @@
   // -- position-embedding similarity ---------------------------------------------------------------------------
   // Drawn at one pixel per value on an offscreen canvas, then scaled up whole so that the gaps stay even.
   const SIM = bytes(D.posemb), pe = $("posemb"), gap = 1, cell = side + gap, base = side * cell - gap;
-  const zoom = Math.max(1, Math.round(420 / base)), grid = document.createElement("canvas");
+  const zoom = Math.max(1, Math.round(360 / base)), grid = document.createElement("canvas");
   grid.width = grid.height = base;
   pe.width = pe.height = base * zoom;
   {
