@@ -269,7 +269,7 @@ def test_stored_attention_dequantises_to_the_models():
     import base64
 
     model, x = _tiny(), _images()
-    data = explorer_data(model, x, layers=[0, 2])
+    data = explorer_data(model, x, layers=[0, 2], batch_size=1)  # one image per forward pass: chunks stored in place
     with torch.no_grad():
         atts = model.get_attention_maps(x)
     tokens, patches = 1 + SIDE * SIDE, SIDE * SIDE

@@ -96,7 +96,7 @@ def _quantise(att: torch.Tensor, prefix: int) -> tuple[np.ndarray, np.ndarray, n
     return q, scale[..., 0].float().numpy(), to_prefix
 
 
-def _class_names(cfg: Any, k: int) -> str:
+def _class_name(cfg: Any, k: int) -> str:
     names = cfg.class_names
     return str(names[k]) if names and 0 <= k < len(names) else str(k)
 
@@ -130,13 +130,15 @@ def explorer_data(
         "model": cfg.name, "image_size": list(images.shape[-2:]), "grid": side, "prefix": prefix,
         "pixels_per_token": list(cfg.stride), "num_layers": num_layers, "heads": heads, "notes": [],
     }
-    probs = predict_probabilities(model, images, precision="fp32") if cfg.num_classes > 0 else None
+    probs = None if cfg.num_classes <= 0 else torch.cat([  # fp32: the precision of the analyses' forward passes
+        predict_probabilities(model, images[s : s + batch_size], precision="fp32")
+        for s in range(0, len(images), batch_size)])
     data["images"] = []
     for i in range(len(images)):
         entry: dict[str, Any] = {"src": _png(shown[i]), "true": None if labels is None else labels[i]}
         if probs is not None:
             vals, idx = probs[i].topk(min(TOP_K, probs.shape[1]))
-            entry["top"] = [{"name": _class_names(cfg, int(k)), "p": round(float(v), 5)} for v, k in zip(vals, idx)]
+            entry["top"] = [{"name": _class_name(cfg, int(k)), "p": round(float(v), 5)} for v, k in zip(vals, idx)]
         data["images"].append(entry)
 
     sim = posemb_similarity(model).numpy()
