@@ -13,7 +13,9 @@ import re
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections import deque
 from typing import Any
 
 from websockets.sync.client import connect
@@ -55,11 +57,17 @@ class Firefox:
         else:
             self.close()
             raise RuntimeError("Firefox did not start its WebDriver BiDi server: " + "".join(lines[-20:]))
-        self._ws = connect(f"ws://127.0.0.1:{port}/session", max_size=None, open_timeout=timeout)
+        # Keep reading Firefox's stderr: a full pipe would block the browser mid-test.
+        threading.Thread(target=lambda: deque(iter(self._proc.stderr.readline, ""), maxlen=0), daemon=True).start()
         self._id, self.log = 0, []
-        self.send("session.new", {"capabilities": {}})
-        self.send("session.subscribe", {"events": ["log.entryAdded"]})
-        self.context = self.send("browsingContext.getTree", {})["contexts"][0]["context"]
+        try:  # a failure here must not leave the browser running
+            self._ws = connect(f"ws://127.0.0.1:{port}/session", max_size=None, open_timeout=timeout)
+            self.send("session.new", {"capabilities": {}})
+            self.send("session.subscribe", {"events": ["log.entryAdded"]})
+            self.context = self.send("browsingContext.getTree", {})["contexts"][0]["context"]
+        except BaseException:
+            self.close()
+            raise
 
     def send(self, method: str, params: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
         self._id += 1
