@@ -215,3 +215,15 @@ def test_an_interrupted_unpacking_never_looks_finished(env, monkeypatch):
         monkeypatch.setattr(tarfile.TarFile, "extractall", real)
         _check_loaded("imagenette-160")
         assert len([p for p, _ in srv.requests if p.endswith(".tgz")]) == 1  # the archive was not fetched again
+
+
+def test_without_tarfiles_data_filter_nothing_is_unpacked(env, monkeypatch):
+    import tarfile
+
+    files = BUILDERS["imagenette-160"]()
+    with _serve(files) as srv:
+        env.setenv("VITKIT_DATA_URL", srv.url + "/mirror")
+        monkeypatch.delattr(tarfile, "data_filter")  # a Python before PEP 706
+        with pytest.raises(UserError, match=r"data filter \(Python >= 3.10.12"):
+            ensure("imagenette-160", progress=False)
+    assert not (data_root() / "imagenette-160" / "imagenette2-160").exists()

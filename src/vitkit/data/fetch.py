@@ -139,6 +139,10 @@ def _hostile(m: tarfile.TarInfo, dest: Path) -> str:
 def extract_safely(archive: Path, target: Path) -> Path:
     """Unpack the tar ``archive`` into ``target`` (absent before): all members are checked first; a hostile one
     refuses the archive whole (UserError naming it, the archive deleted), nothing is written outside ``target``."""
+    if not hasattr(tarfile, "data_filter"):  # PEP 706 came with Python 3.10.12 / 3.11.4 / 3.12
+        raise UserError(f"{archive}: unpacking archives safely needs tarfile's data filter (Python >= 3.10.12, "
+                        "3.11.4 or 3.12); upgrade Python, or unpack it yourself into "
+                        f"{target} (the folder vitkit reads)")
     tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
