@@ -55,7 +55,7 @@ MISTAKES = [
     ("train --out {d}/x model.patch_size=3", "not divisible by the total stride 3"),
     ("eval --model {m} --data digits --limit 0", "argument --limit: must be positive, got 0"),
     ("eval --model {m} --data digits --image-size 7", "--image-size 7: "),
-    ("train --out {d}/fp16 precision=fp16 " + " ".join(TINY), "precision=fp16 needs a GPU"),
+    ("train --out {d}/fp16 precision=fp16 device=cpu " + " ".join(TINY), "precision=fp16 needs a GPU"),
     # misspellings, each with a did-you-mean
     ("eval --model {m} --data digits --split tset", "unknown split 'tset' (did you mean test?)"),
     ("predict --model {m} --data digits --split valdiation", "(did you mean validation?)"),

@@ -194,6 +194,8 @@ def _not_found(text: str) -> str:
 
         return msg + (f" (no such file, and unknown model {text!r}{did_you_mean(text, list_models())}; "
                       "`vitkit models` lists the models, `vitkit models --pretrained` the weights)")
+    if near and "/" in text:  # a misspelt catalogue prefix (imagenet21/ViT-B_16)
+        return msg + f"{near}; not a catalogue name either: `vitkit models --pretrained` lists them"
     if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) and not text.startswith((".", "/")):
         return msg + f" (a Hugging Face repository? write hf-hub:{text})"
     return msg + " (a file, folder, run folder, http(s) URL, hf-hub:ORG/NAME or catalogue name)"
