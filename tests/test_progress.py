@@ -120,7 +120,12 @@ def test_progress_lines_every_tenth():
             msgs.append(record.getMessage())
 
     log, keep = logging.getLogger("vitkit"), Keep()
-    level, log.level = log.level, logging.INFO
+    # Other tests in this process may have set the logger's level or disabled it (dictConfig's
+    # disable_existing_loggers): this test wants INFO records through.
+    level, disabled, off = log.level, log.disabled, logging.root.manager.disable
+    log.setLevel(logging.INFO)
+    log.disabled = False
+    logging.disable(logging.NOTSET)
     log.addHandler(keep)
     try:
         bar = Progress(2**21, desc="download x", unit="B")
@@ -129,7 +134,9 @@ def test_progress_lines_every_tenth():
         Progress(5, desc="quiet", unit="item", enabled=False).update(5)
     finally:
         log.removeHandler(keep)
-        log.level = level
+        log.setLevel(level)
+        log.disabled = disabled
+        logging.disable(off)
     assert msgs[0] == "vitkit: download x: 12% (256.0 KiB of 2.0 MiB)"
     assert msgs[-1] == "vitkit: download x: 100% (2.0 MiB of 2.0 MiB)"
     assert len(msgs) == 10  # one line per 10% mark passed, never two for one mark; nothing from "quiet"
