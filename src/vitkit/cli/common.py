@@ -32,7 +32,7 @@ MODEL_HELP = ("weights: a file or folder of any supported format (vitkit .safete
 DATA_HELP = ("data spec: digits (scikit-learn's, bundled), a named data set downloaded once (e.g. cifar10, pets; "
              "`vitkit data list` names them all), folder:PATH (one sub-folder "
              "per class), wds:PATTERN (WebDataset shards, e.g. wds:data/train-{000000..000009}.tar), mnist:PATH, "
-             "cifar:PATH, imagenet:PATH[?labels=real], hf:PATH")
+             "cifar:PATH, imagenet:PATH[?labels=real], hf:PATH (a Hugging Face save_to_disk folder or parquet files)")
 
 log = logging.getLogger("vitkit")
 

@@ -72,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="options from a YAML file (a run's config.yaml or a subset); repeatable, later files win")
     add_out(p, what="the run folder (required unless given as out=DIR or in a --config file)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    add_data(p, required=False, extra="; the training data (= data.train; data.test for the evaluation data)")
+    add_data(p, required=False, extra="; the data of the run: trains on its train split and tests on its test "
+                                      "split (= data.train=SPEC data.test=none; data.test=OTHER after it to test "
+                                      "elsewhere)")
     add_batch_size(p, default=None, extra=" (= data.batch_size; default: the preset's)")
     add_precision(p, default=None, extra=" (= precision; default: the preset's)")
     add_num_workers(p)
@@ -183,6 +185,8 @@ def build_config(args: argparse.Namespace) -> Any:
         base = get_preset(preset)
         layers = [_config_layer(path, base) for path in args.config]
     flags = [(key, getattr(args, dest)) for dest, key in FLAG_OPTIONS.items() if getattr(args, dest, None) is not None]
+    if getattr(args, "data", None) is not None:
+        flags.append(("data.test", None))  # --data X sets both splits: the test set is X's own (data.test=Y after)
     cli = [tuple(item.split("=", 1)) for item in args.overrides]
     if args.resume and (flags or cli):
         log.info("vitkit train: note: applying %s on top of %s", " ".join(f"{k}={v}" for k, v in flags + cli),

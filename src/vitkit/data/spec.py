@@ -76,6 +76,9 @@ def parse_spec(spec: str | Any) -> ParsedSpec:
     (:mod:`vitkit.data.objects`) gives kind ``torch`` or ``hf`` and ``obj``."""
     if is_data_object(spec):
         return ParsedSpec(object_kind(spec), "", {}, spec)
+    if isinstance(spec, str) and spec.startswith(OBJECT_RECORD[0]):
+        raise UserError(f"data {spec} is the record of a Python data object passed to vitkit.train.train(); such a "
+                        "run is resumed from Python, with the object passed again (train_data=, test_data=)")
     if not isinstance(spec, str) or not spec:
         raise UserError(f"data must be a non-empty spec string like 'digits' or 'folder:PATH', a "
                         f"torch.utils.data.Dataset or a datasets.Dataset; got {type(spec).__name__} {spec!r:.80}")
@@ -135,6 +138,14 @@ def object_kind(obj: Any) -> str:
 def has_splits(obj: Any) -> bool:
     """Whether a data object holds named splits (a ``DatasetDict``); any other object is one split."""
     return hf_type(obj) in ("DatasetDict", "IterableDatasetDict")
+
+
+OBJECT_RECORD = "<{}>"  # how config.yaml records a data object (not a spec: reading it back says so)
+
+
+def record_of(obj: Any) -> str:
+    """The config record of a data object: ``<torch Dataset MyData (1438 items)>``."""
+    return OBJECT_RECORD.format(describe_data(obj))
 
 
 def describe_data(spec: str | Any) -> str:

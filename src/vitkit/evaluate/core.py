@@ -64,12 +64,14 @@ class ClassMatch:
 
 def match_classes(
     model_names: Sequence[str] | None, data_names: Sequence[str] | None, model_classes: int, data_classes: int,
+    *, model: str = "the model",
 ) -> ClassMatch:
     """Match the data's classes to the model's by name when both have names, else by index.
 
     Same names in another order: labels are remapped. A subset of the names: evaluated over that
     subset. A name the model does not have: an error listing them. Without names on both sides the
-    class counts must agree (labels are then taken as the model's indices).
+    class counts must agree (labels are then taken as the model's indices). ``model`` names the reference side in
+    the messages (the trainer matches test data to its training data by this same rule).
     """
     if model_names and data_names:
         model_names, data_names = [str(n) for n in model_names], [str(n) for n in data_names]
@@ -77,7 +79,7 @@ def match_classes(
         if unknown:
             shown = ", ".join(unknown[:20]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 20 else "")
             theirs = ", ".join(model_names[:20]) + (" ..." if len(model_names) > 20 else "")
-            raise UserError(f"the data's classes {shown} are not classes of the model (it has: {theirs})")
+            raise UserError(f"the data's classes {shown} are not classes of {model} (it has: {theirs})")
         index = {n: i for i, n in reversed(list(enumerate(model_names)))}
         label_map = tuple(index[n] for n in data_names)
         if len(set(label_map)) != len(label_map):
@@ -183,7 +185,7 @@ def score(
 
 def evaluate_accuracy(
     model: nn.Module,
-    loader: Iterable,
+    loader: Iterable | str | Any,
     *,
     topk: Sequence[int] = (1, 5),
     precision: str = "auto",
@@ -193,12 +195,18 @@ def evaluate_accuracy(
     flip: bool = False,
     classes: ClassMatch | None = None,
     real: Sequence[Sequence[int]] | None = None,
+    split: str = "test",
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Top-k accuracies and the softmax cross-entropy of a trained model over a loader (:func:`score` on the
     inference-ready model).
 
     ``real``: each example's ReaL label set (data labels), in loader order (``imagenet:PATH?labels=real``;
     :func:`real_sets`): adds ``real_top1``, ``real_examples`` and ``real_left_out`` (see :func:`real_top1`).
+    ``loader`` may also be data: a spec string or the user's own ``torch.utils.data.Dataset`` /
+    ``datasets.Dataset`` (:mod:`vitkit.data.objects`). Its ``split`` is then read at the model's size with the
+    model's evaluation preprocessing in batches of ``batch_size``, and its classes are matched to the model's by
+    name as ``vitkit eval`` matches them (unless ``classes`` is given).
 
     ``classes`` (:func:`match_classes`): data labels are mapped to the model's indices, and for a
     subset of the model's classes the prediction is made among that subset.
@@ -208,9 +216,16 @@ def evaluate_accuracy(
     scores the mean logits of each image and its mirror image (``flip_top1``, ... beside the
     single-view keys), as ``vitkit train``'s ``eval_flip`` does.
     """
+    from .data import as_loader
+
     num_classes = int(model.config.num_classes)
     if num_classes < 1:
         raise UserError("the model has no classification head (num_classes=0); use `vitkit fewshot` instead")
+    loader, info, batches = as_loader(loader, getattr(model, "config", None), split=split, batch_size=batch_size)
+    if info is not None:
+        total = batches if total is None else total
+        if classes is None:
+            classes = match_classes(model.config.class_names, info.class_names, num_classes, info.num_classes)
     dev = torch.device(device)
     net = inference_model(model.to(dev), precision)
     preds: list[torch.Tensor] | None = [] if real is not None else None
@@ -259,15 +274,23 @@ def real_sets(loader: Any) -> list[list[int]] | None:
 
 def extract_features(
     model: nn.Module,
-    loader: Iterable,
+    loader: Iterable | str | Any,
     *,
     precision: str = "auto",
     device: str | torch.device = "cpu",
     total: int | None = None,
     progress: bool = True,
     desc: str = "features",
+    split: str = "train",
+    batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The frozen pre-logits representation (N, D) float32 and labels (N,) int64 of a loader."""
+    """The frozen pre-logits representation (N, D) float32 and labels (N,) int64 of a loader, or of data (a spec
+    or a data object, read as :func:`evaluate_accuracy` reads it: its ``split`` at the model's size); the few-shot
+    evaluation's features (:func:`vitkit.evaluate.fewshot`)."""
+    from .data import as_loader
+
+    loader, info, batches = as_loader(loader, getattr(model, "config", None), split=split, batch_size=batch_size)
+    total = batches if total is None else total
     feats, labels = [], []
     for f, y in _batches(model, loader, "features", precision, device, desc, total, progress):
         feats.append(f.numpy())

@@ -11,7 +11,7 @@ from ..errors import UserError
 
 
 def open_loader(
-    spec: str,
+    spec: str | Any,
     cfg: Any,
     *,
     split: str,
@@ -20,7 +20,8 @@ def open_loader(
     num_workers: int | None = None,
     preprocess: str | None = None,
 ) -> tuple[Any, Any, int | None]:
-    """(loader of normalised eval batches, dataset info, number of batches if known) for a spec, at the model's
+    """(loader of normalised eval batches, dataset info, number of batches if known) for a spec (or a data object:
+    :mod:`vitkit.data.objects`), at the model's
     (h, w) ``cfg.image_size`` (the model decides the size: resample it with ``load_for_inference`` first).
 
     ``preprocess``: the evaluation preprocessing (None: the default for ``cfg``'s normalisation); the loader's
@@ -40,6 +41,17 @@ def open_loader(
         n = min(n, limit)
     batches = None if n is None else -(-int(n) // batch_size)
     return loader, info, batches
+
+
+def as_loader(data: Any, cfg: Any, *, split: str, batch_size: int) -> tuple[Any, Any, int | None]:
+    """(loader, dataset info, number of batches) for evaluation code that takes a loader or data: a spec string or
+    a data object (:mod:`vitkit.data.objects`) is opened with :func:`open_loader` at the model's size and
+    normalisation; anything else is an iterable of batches already (info and count None)."""
+    from ..data.spec import is_data_object
+
+    if isinstance(data, str) or is_data_object(data):
+        return open_loader(data, cfg, split=split, batch_size=batch_size)
+    return data, None, None
 
 
 def loader_stats(loader: Any) -> dict[str, Any]:

@@ -15,14 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import Loader, Mixup, build_loader, dataset_info
+from ..data import DatasetInfo, Loader, Mixup, build_loader, dataset_info
 from ..data.sources import UNLABELLED
+from ..data.spec import describe_data, has_splits, is_data_object
 from ..errors import UserError
+from ..evaluate.core import ClassMatch, match_classes
 from ..models.arch import ARCH_FIELDS, FLAT_RESNET, arch_diff, resnet_from_flat
 from ..models.config import ViTConfig
 from ..training_checkpoint import latest_checkpoint, remove_stale_temporaries
 from .config import ARCHITECTURE, TrainConfig, image_hw
 from .dist import DistInfo
+from .presets import check_own_test_set
 
 
 def _log(dist: DistInfo, msg: str) -> None:
@@ -192,39 +195,66 @@ class DataPlan:
 
     num_classes: int
     class_names: list[str] | None
-    test_spec: str | None  # None: no evaluation
+    test_spec: Any  # the evaluation data: a spec or a data object; None: no evaluation
     loss_kind: str
     micro: int  # images per forward pass per process
     accum: int  # micro-batches per optimiser step
     total_steps: int
+    train_data: Any = None  # the training data: a spec or a data object (None: data.train)
+    test_classes: ClassMatch | None = None  # how the test labels map to the training classes (None: the same)
 
 
-def plan_data(cfg: TrainConfig, dist: DistInfo) -> DataPlan:
-    """Read the data sets' descriptions (no images) and derive everything that depends on them."""
+def _same_classes(info: DatasetInfo, tinfo: DatasetInfo, train: str, test: str) -> ClassMatch | None:
+    """The test data's classes must be the training data's: matched by ``vitkit eval``'s rule
+    (:func:`vitkit.evaluate.core.match_classes`, the training data in the model's place): the same names (in any
+    order: labels are remapped; a subset is scored among those classes), or, without names on both sides, the same
+    number of classes. Returns the ClassMatch when labels need remapping, else None."""
+    k, tk = int(info.num_classes), int(tinfo.num_classes)
+    if not (info.class_names and tinfo.class_names) and k != tk:
+        raise UserError(f"data.test={test} has {tk} classes but data.train={train} has {k} (and no class names on "
+                        f"{'both sides' if not (info.class_names or tinfo.class_names) else 'one side'} to match "
+                        "them by): the test set must hold the training data's classes")
+    try:
+        match = match_classes(info.class_names, tinfo.class_names, k, tk, model="the training data")
+    except UserError as e:
+        raise UserError(f"data.test={test} does not hold the classes of data.train={train} (the test set belongs "
+                        f"to the run: set both, e.g. --data SPEC): {e}") from None
+    return match if match.label_map is not None else None
+
+
+def plan_data(cfg: TrainConfig, dist: DistInfo, train_data: Any = None, test_data: Any = None) -> DataPlan:
+    """Read the data sets' descriptions (no images) and derive everything that depends on them. ``train_data`` /
+    ``test_data``: data objects (or specs) in place of ``data.train`` / ``data.test``."""
     check_model_shape(cfg)  # before the data is opened
     dcfg = cfg.data
-    info = dataset_info(dcfg.train, split=dcfg.train_split)
+    check_own_test_set(cfg, train_data, test_data)
+    train = dcfg.train if train_data is None else train_data
+    test = (dcfg.test or None) if test_data is None else test_data
+    name = describe_data(train)
+    info = dataset_info(train, split=dcfg.train_split)
     num_classes = int(info.num_classes)
     if num_classes < 1:
-        raise UserError(f"data.train={dcfg.train!r}: no classes found")
+        raise UserError(f"data.train={name}: no classes found")
     if cfg.objective == "classify" and list(info.class_names or ()) == [UNLABELLED]:
-        raise UserError(f"data.train={dcfg.train!r}: images without class sub-folders (unlabelled); classifying "
+        raise UserError(f"data.train={name}: images without class sub-folders (unlabelled); classifying "
                          "needs ROOT/CLASS/IMAGE folders: pre-train on them with objective=masked_patch "
                          "(--preset mpp_pretrain)")
-    test_spec: str | None = dcfg.test or dcfg.train
-    if not dcfg.test:
-        # No test spec: evaluate on the training source's test split when it has one.
+    test_spec: Any = train if test is None else test
+    if test is None:
+        # No test data: evaluate on the training source's test split when it has one (an object that is a single
+        # split has none: it is not its own test set).
         try:
-            dataset_info(dcfg.train, split=dcfg.test_split)
+            if is_data_object(train) and not has_splits(train):
+                raise FileNotFoundError(name)
+            dataset_info(train, split=dcfg.test_split)
         except (ValueError, FileNotFoundError, KeyError):
             test_spec = None
-            _log(dist, f"vitkit train: no evaluation: {dcfg.train!r} has no {dcfg.test_split!r} split and "
-                       "data.test is not set")
+            _log(dist, f"vitkit train: no evaluation: {name} has no {dcfg.test_split!r} split and "
+                       + ("test_data is not given" if is_data_object(train) else "data.test is not set"))
+    test_classes = None
     if test_spec is not None:
         tinfo = dataset_info(test_spec, split=dcfg.test_split)
-        if int(tinfo.num_classes) > num_classes:
-            raise UserError(f"data.test={test_spec!r} has {tinfo.num_classes} classes but the training "
-                             f"data has {num_classes}")
+        test_classes = _same_classes(info, tinfo, name, describe_data(test_spec))
     loss_kind = cfg.loss if cfg.loss != "auto" else ("sigmoid" if info.multi_label else "softmax")
     # Batch arithmetic: global batch = micro x accumulation x processes.
     micro = dcfg.micro_batch_size or dcfg.batch_size // dist.world_size
@@ -233,7 +263,7 @@ def plan_data(cfg: TrainConfig, dist: DistInfo) -> DataPlan:
                          f"{dist.world_size} process(es)")
     if cfg.schedule.epochs > 0:
         if not info.num_examples:
-            raise UserError(f"schedule.epochs needs a data set of known size; {dcfg.train!r} is a stream: "
+            raise UserError(f"schedule.epochs needs a data set of known size; {name} is a stream: "
                              "set schedule.steps instead")
         n = min(info.num_examples, dcfg.limit or info.num_examples)
         total_steps = max(1, math.ceil(cfg.schedule.epochs * n / dcfg.batch_size))
@@ -243,7 +273,8 @@ def plan_data(cfg: TrainConfig, dist: DistInfo) -> DataPlan:
         _log(dist, f"vitkit train: warning: schedule.warmup_steps={cfg.schedule.warmup_steps} is more than the "
                    f"run's {total_steps} steps: the learning rate never reaches optim.lr={cfg.optim.lr}")
     return DataPlan(num_classes, list(info.class_names) if info.class_names else None, test_spec, loss_kind,
-                    micro, dcfg.batch_size // (micro * dist.world_size), total_steps)
+                    micro, dcfg.batch_size // (micro * dist.world_size), total_steps, train_data=train,
+                    test_classes=test_classes)
 
 
 def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: ViTConfig, dist: DistInfo,
@@ -254,7 +285,8 @@ def build_loaders(cfg: TrainConfig, plan: DataPlan, model_config: ViTConfig, dis
     common = dict(image_size=image_hw(dcfg), mean=mc.mean, std=mc.std, in_chans=mc.in_chans, seed=cfg.seed,
                   rank=dist.rank, world_size=dist.world_size,
                   pin_memory=pin_memory)  # page-locked: the copies to the GPU are asynchronous
-    train_loader = build_loader(dcfg.train, dcfg, split=dcfg.train_split, train=True, batch_size=plan.micro,
+    train = dcfg.train if plan.train_data is None else plan.train_data
+    train_loader = build_loader(train, dcfg, split=dcfg.train_split, train=True, batch_size=plan.micro,
                                 drop_last=True, limit=dcfg.limit, **common)
     if plan.test_spec is None:
         return train_loader, None, True

@@ -86,14 +86,15 @@ class Trainer:
     process group the caller ends (:func:`train`)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, dist: DistInfo, *, resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, train_data: Any = None, test_data: Any = None):
         self.cfg, self.device, self.dist = cfg, device, dist
         self.out = Path(cfg.out or ".")
         self.progress = progress
         self.budget = cfg.schedule.time_budget_s
         self.lagged_flags = reads_flags_late(device)
         ckpt_path = prepare_process(cfg, dist, self.out, resume)
-        self.plan = plan_data(cfg, dist)  # checked before anything heavy
+        # checked before anything heavy; train_data/test_data: data objects in place of data.train/data.test
+        self.plan = plan_data(cfg, dist, train_data, test_data)
         resumed = load_checkpoint(ckpt_path) if ckpt_path is not None else None
         model = _run_model(cfg, self.plan, device, resumed, ckpt_path)
         self.feed = build_feed(cfg, self.plan, model.config, dist, device)
@@ -139,7 +140,8 @@ class Trainer:
                                        reduce=all_reduce_ if self.feed.eval_sharded else None)
         return score(model if model is not None else self.learner.ddp_model, self.feed.test_loader,
                      loss=self.plan.loss_kind, flip=self.cfg.eval_flip, precision=self.learner.precision,
-                     device=self.device, reduce=all_reduce_ if self.feed.eval_sharded else None, inference=False)
+                     device=self.device, reduce=all_reduce_ if self.feed.eval_sharded else None, inference=False,
+                     num_classes=self.plan.num_classes, classes=self.plan.test_classes)
 
     def time_s(self) -> float:
         """Wall time of the run so far, across resumes (``run_time_s``: this process's part)."""
@@ -324,12 +326,27 @@ class Trainer:
         return summary
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
-          stop_at: int | None = None) -> dict[str, Any]:
-    """Run one training job; see the module docstring. Returns the summary (also in summary.json)."""
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop_at: int | None = None,
+          train_data: Any = None, test_data: Any = None) -> dict[str, Any]:
+    """Run one training job; see the module docstring. Returns the summary (also in summary.json).
+
+    ``train_data`` / ``test_data``: the data in place of ``data.train`` / ``data.test``: a spec, or the user's own
+    ``torch.utils.data.Dataset`` or ``datasets.Dataset``/``DatasetDict`` (:mod:`vitkit.data.objects`). The test
+    data must have the training data's classes. Without test data there is no evaluation, unless the training data
+    has a test split (a spec, a DatasetDict). ``config.yaml`` records an object by its description; such a run
+    resumes from Python, with the objects passed again."""
+    from ..data.spec import is_data_object, record_of
     from ..perf.allocator import tune_cpu_allocator
 
     cfg = copy_config(cfg)
+    if isinstance(train_data, str):  # a spec: it is data.train
+        cfg.data.train, train_data = train_data, None
+    if isinstance(test_data, str):
+        cfg.data.test, test_data = test_data, None
+    if is_data_object(train_data):
+        cfg.data.train = record_of(train_data)
+    if is_data_object(test_data):
+        cfg.data.test = record_of(test_data)
     validate(cfg)
     if not cfg.out:
         raise UserError("no output directory: pass --out DIR (or out=DIR)")
@@ -341,7 +358,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     trainer = None
     try:
         with run_lock(cfg.out, enabled=dist.is_main):  # one process per run folder (rank 0 for all ranks)
-            trainer = Trainer(cfg, device, dist, resume=resume, progress=progress)
+            trainer = Trainer(cfg, device, dist, resume=resume, progress=progress, train_data=train_data,
+                              test_data=test_data)
             return trainer.run(stop_at=stop_at)
     finally:
         torch.use_deterministic_algorithms(prev_det)

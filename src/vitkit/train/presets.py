@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 
@@ -30,6 +31,25 @@ def get_preset(name: str) -> TrainConfig:
     cfg = PRESETS[name]()
     cfg.preset = name
     return cfg
+
+
+def check_own_test_set(cfg: TrainConfig, train_data: Any = None, test_data: Any = None) -> None:
+    """A preset that names its test data tests on its own data: training on other data while ``data.test`` stays
+    the preset's is a UserError (it would score a model of other classes, silently). ``train_data``/``test_data``:
+    the data objects of ``vitkit.train.train`` in place of ``data.train``/``data.test``."""
+    if not cfg.preset or cfg.preset not in PRESETS or test_data is not None:
+        return
+    own = PRESETS[cfg.preset]().data
+    train = cfg.data.train if train_data is None else train_data
+    if own.test is None or cfg.data.test != own.test or (isinstance(train, str) and train == own.train):
+        return
+    from ..data.spec import describe_data
+    from ..errors import UserError
+
+    fix = ("pass test_data= as well" if train_data is not None else
+           f"give --data {train} (it sets both splits) or set data.test too")
+    raise UserError(f"preset {cfg.preset!r} tests on its own data (data.test={own.test}) but data.train is "
+                    f"{describe_data(train)}: {fix}")
 
 
 def describe(name: str) -> str:
