@@ -37,10 +37,17 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import UserError, did_you_mean
 from .named import LOADABLE
+
+if TYPE_CHECKING:  # datasets is an optional extra: named for the type checker only
+    import datasets
+    import torch.utils.data
+
+# What the data entry points take: a spec string, or the user's own data object (vitkit.data.objects).
+DataSource: TypeAlias = "str | torch.utils.data.Dataset | datasets.Dataset | datasets.DatasetDict"
 
 KINDS = ("digits", "folder", "mnist", "cifar", "imagenet", "hf", "wds")
 # The split names, decided here only: "validation" is another name for "val". Sources without a val split

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data import DatasetInfo, Loader, Mixup, build_loader, dataset_info
 from ..data.sources import UNLABELLED
-from ..data.spec import describe_data, has_splits, is_data_object
+from ..data.spec import DataSource, describe_data, has_splits, is_data_object
 from ..errors import UserError
 from ..evaluate.core import ClassMatch, match_classes
 from ..models.arch import ARCH_FIELDS, FLAT_RESNET, arch_diff, resnet_from_flat
@@ -195,12 +195,12 @@ class DataPlan:
 
     num_classes: int
     class_names: list[str] | None
-    test_spec: Any  # the evaluation data: a spec or a data object; None: no evaluation
+    test_spec: DataSource | None  # the evaluation data: a spec or a data object; None: no evaluation
     loss_kind: str
     micro: int  # images per forward pass per process
     accum: int  # micro-batches per optimiser step
     total_steps: int
-    train_data: Any = None  # the training data: a spec or a data object (None: data.train)
+    train_data: DataSource | None = None  # the training data: a spec or a data object (None: data.train)
     test_classes: ClassMatch | None = None  # how the test labels map to the training classes (None: the same)
 
 
@@ -222,7 +222,8 @@ def _same_classes(info: DatasetInfo, tinfo: DatasetInfo, train: str, test: str) 
     return match if match.label_map is not None else None
 
 
-def plan_data(cfg: TrainConfig, dist: DistInfo, train_data: Any = None, test_data: Any = None) -> DataPlan:
+def plan_data(cfg: TrainConfig, dist: DistInfo, train_data: DataSource | None = None,
+              test_data: DataSource | None = None) -> DataPlan:
     """Read the data sets' descriptions (no images) and derive everything that depends on them. ``train_data`` /
     ``test_data``: data objects (or specs) in place of ``data.train`` / ``data.test``."""
     check_model_shape(cfg)  # before the data is opened
@@ -239,7 +240,7 @@ def plan_data(cfg: TrainConfig, dist: DistInfo, train_data: Any = None, test_dat
         raise UserError(f"data.train={name}: images without class sub-folders (unlabelled); classifying "
                          "needs ROOT/CLASS/IMAGE folders: pre-train on them with objective=masked_patch "
                          "(--preset mpp_pretrain)")
-    test_spec: Any = train if test is None else test
+    test_spec: DataSource | None = train if test is None else test
     if test is None:
         # No test data: evaluate on the training source's test split when it has one (an object that is a single
         # split has none: it is not its own test set).

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.spec import DataSource
 from ..errors import UserError
 from ..evaluate.metrics import compute_loss
 from ..fileio import atomic_write_text, writing
@@ -86,7 +87,7 @@ class Trainer:
     process group the caller ends (:func:`train`)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, dist: DistInfo, *, resume: bool = False,
-                 progress: bool = True, train_data: Any = None, test_data: Any = None):
+                 progress: bool = True, train_data: DataSource | None = None, test_data: DataSource | None = None):
         self.cfg, self.device, self.dist = cfg, device, dist
         self.out = Path(cfg.out or ".")
         self.progress = progress
@@ -327,7 +328,7 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop_at: int | None = None,
-          train_data: Any = None, test_data: Any = None) -> dict[str, Any]:
+          train_data: DataSource | None = None, test_data: DataSource | None = None) -> dict[str, Any]:
     """Run one training job; see the module docstring. Returns the summary (also in summary.json).
 
     ``train_data`` / ``test_data``: the data in place of ``data.train`` / ``data.test``: a spec, or the user's own

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from ..data.spec import DataSource
 
 PRESETS: dict[str, Callable[[], TrainConfig]] = {}
 
@@ -33,7 +36,8 @@ def get_preset(name: str) -> TrainConfig:
     return cfg
 
 
-def check_own_test_set(cfg: TrainConfig, train_data: Any = None, test_data: Any = None) -> None:
+def check_own_test_set(cfg: TrainConfig, train_data: DataSource | None = None,
+                       test_data: DataSource | None = None) -> None:
     """A preset that names its test data tests on its own data: training on other data while ``data.test`` stays
     the preset's is a UserError (it would score a model of other classes, silently). ``train_data``/``test_data``:
     the data objects of ``vitkit.train.train`` in place of ``data.train``/``data.test``."""
