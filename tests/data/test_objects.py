@@ -204,8 +204,6 @@ def test_hf_columns_are_found_or_the_error_says_how_to_choose(tmp_path: Path) ->
     assert dataset_info(f"hf:{tmp_path / 'two'}?image=thumb").num_examples == 10
     with pytest.raises(UserError, match="unknown option"):
         dataset_info(f"hf:{tmp_path / 'two'}?imgae=thumb")
-    with pytest.raises(UserError, match="IterableDataset"):
-        dataset_info(ds.to_iterable_dataset())
 
 
 def test_missing_datasets_package_is_one_line_naming_the_extra(tmp_path: Path, monkeypatch) -> None:

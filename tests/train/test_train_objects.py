@@ -144,3 +144,9 @@ def test_data_flag_sets_both_splits_of_a_preset(tmp_path: Path) -> None:
     assert saved["data"]["train"] == "digits" and saved["data"]["test"] is None
     s = _summary(out)
     assert s["steps"] == 2 and s["eval"]["examples"] == 64
+
+
+def test_streaming_iterable_dataset_trains(tmp_path: Path) -> None:
+    stream = hf_digits(TRAIN).to_iterable_dataset(num_shards=2)
+    s = loop.train(tiny(tmp_path / "r"), progress=False, train_data=stream, test_data=hf_digits(TEST))
+    assert s["steps"] == 2 and s["eval"]["examples"] == len(TEST)

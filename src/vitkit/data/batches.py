@@ -19,7 +19,7 @@ from ..errors import UserError
 from .sources import DecodedSource, MapSource
 from .stats import _new_meta, _skip
 from .transforms import BadImage, Preprocess, sample_rng
-from .wds import IMAGE_EXTS, WdsSource, iter_shard, parse_label, shuffle_buffer, stream_shards
+from .wds import IMAGE_EXTS, WdsSource, parse_label, shuffle_buffer, stream_shards
 
 log = logging.getLogger("vitkit.data")
 _MAX_SUBSTITUTES = 64
@@ -136,8 +136,8 @@ def _decode_into_memory(src: WdsSource, pre: Preprocess, max_gb: float, where: s
     nbytes, limit = 0, int(max_gb * 2**30)
     bar = tqdm(total=src.num_examples, desc=f"decoding {src.split} into memory", unit="img", disable=None,
                leave=False)
-    for i, shard in enumerate(src.shards):
-        for item in iter_shard(shard, i):
+    for i in range(len(src.shards)):
+        for item in src.items(i):
             got = _encoded_sample(src, item, meta)
             if got is None:
                 continue
@@ -207,7 +207,7 @@ class _StreamBatches(IterableDataset):
                                 shuffle=self.shuffle, pass_=p)
             samples = 0
             for i in idx:
-                for kind, (shard, ordinal), key, payload in iter_shard(self.src.shards[i], i):
+                for kind, (shard, ordinal), key, payload in self.src.items(i):
                     samples += kind == "sample"
                     yield kind, (shard, ordinal, p), key, payload
             if not self.cycle or samples == 0:  # samples == 0: nothing readable, cycling would never end

@@ -8,17 +8,27 @@ import numpy as np
 
 from ..errors import UserError
 from .sources import open_map_source
-from .spec import DatasetInfo, canonical_split, describe_data, parse_spec
-from .wds import resolve_wds
+from .spec import DatasetInfo, ParsedSpec, canonical_split, describe_data, parse_spec
+from .wds import WdsSource, resolve_wds
+
+
+def open_stream(p: ParsedSpec, split: str) -> WdsSource | None:
+    """The stream source of a parsed spec (``wds:`` shards, a ``datasets.IterableDataset``), None for map-style
+    data."""
+    if p.kind == "wds":
+        return resolve_wds(p, canonical_split(split))
+    if p.kind == "hf" and p.obj is not None:
+        from .hfstream import open_hf_stream
+
+        return open_hf_stream(p.obj, canonical_split(split))
+    return None
 
 
 def dataset_info(spec: str | Any, split: str = "train") -> DatasetInfo:
     """Number of classes, class names and size of ``spec``'s ``split`` (size is None for undeclared streams).
     ``spec`` may be a data object (:mod:`vitkit.data.objects`)."""
-    p = parse_spec(spec)
-    if p.kind == "wds":
-        return resolve_wds(p, canonical_split(split)).info()
-    return open_map_source(spec, split).info()
+    stream = open_stream(parse_spec(spec), split)
+    return stream.info() if stream is not None else open_map_source(spec, split).info()
 
 
 def check_labels(labels: np.ndarray, num_classes: int, where: str, *, require_all: bool = True) -> None:
@@ -48,8 +58,8 @@ def validate_dataset(spec: str | Any, split: str = "train", *, num_classes: int 
     p = parse_spec(spec)
     split = canonical_split(split)
     where = f"data {describe_data(spec)} split {split!r}"
-    if p.kind == "wds":
-        ws = resolve_wds(p, split)
+    ws = open_stream(p, split)
+    if ws is not None:
         ws.check_first_shard(num_classes if num_classes is not None else ws.num_classes)
         info = ws.info()
         if num_classes is not None and num_classes < info.num_classes:

@@ -47,14 +47,14 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from ..image_size import as_hw
 from .batches import _cache_options, _Collate, _decode_into_memory, _MapBatches, _StreamBatches
-from .catalogue import check_labels
+from .catalogue import check_labels, open_stream
 from .options import LoaderOptions, loader_options
 from .preprocess import VIT_MEAN, VIT_STD, default_preprocess
 from .sources import MapSource, open_map_source
 from .spec import describe_data, parse_spec
 from .stats import LoaderStats
 from .transforms import MAX_IMAGE_PIXELS, Preprocess
-from .wds import WdsSource, resolve_wds
+from .wds import WdsSource
 
 log = logging.getLogger("vitkit.data")
 
@@ -343,8 +343,9 @@ def build_loader(spec: str | Any, options: LoaderOptions | None = None, *, split
     where = f"data {describe_data(spec)} split {split!r}"
     source: MapSource | WdsSource
     cache_meta: dict[str, Any] | None = None
-    if p.kind == "wds":
-        source = resolve_wds(p, split)
+    stream = open_stream(p, split)
+    if stream is not None:
+        source = stream
         if num_classes is not None and num_classes < source.num_classes:
             raise UserError(f"{where}: data declares {source.num_classes} classes but num_classes={num_classes}")
         if len(source.shards) < world_size:

@@ -19,7 +19,8 @@ Wherever vitkit takes a data spec string in Python (``dataset_info``, ``build_lo
   - an item whose reading raises ``OSError`` (a corrupt or missing image file) is a bad sample, handled as for
     the built-in sources (counted; replaced by the next one when training, dropped in evaluation).
 
-* a Hugging Face ``datasets.Dataset`` (or a ``DatasetDict``, whose splits are the splits) with one image column
+* a Hugging Face ``datasets.Dataset`` (or a ``DatasetDict``, whose splits are the splits; a streaming
+  ``IterableDataset`` is read as a shard stream, :mod:`vitkit.data.hfstream`) with one image column
   (a ``datasets.Image`` feature) and one ``ClassLabel`` column; class names come from the ``ClassLabel``. The
   images are read as their stored encoded bytes (``Image(decode=False)``), so they take the very path image files
   take: the same decoders (TensorFlow's for the official evaluation), the same bad-image accounting.
@@ -28,10 +29,10 @@ Wherever vitkit takes a data spec string in Python (``dataset_info``, ``build_lo
   ``test.parquet``, ...: the ``datasets`` library's own split patterns). ``?image=COL&label=COL`` pick the columns
   when there are several candidates.
 
-All of them are map-style sources: the loader's determinism contract (seeded order, exact mid-epoch resume) holds
-unchanged. An object that is a single split (a torch ``Dataset``, a ``datasets.Dataset``) serves whichever split is
-asked for; it is never also its own test set (the trainer evaluates only on ``test_data`` then). ``datasets`` is
-the optional extra ``vitkit[hf]``.
+All of them but a streaming ``IterableDataset`` are map-style sources: the loader's determinism contract (seeded
+order, exact mid-epoch resume) holds unchanged. An object that is a single split (a torch ``Dataset``, a
+``datasets.Dataset``) serves whichever split is asked for; it is never also its own test set (the trainer
+evaluates only on ``test_data`` then). ``datasets`` is the optional extra ``vitkit[hf]``.
 """
 
 from __future__ import annotations
@@ -237,6 +238,31 @@ def _pick(candidates: list[str], preferred: tuple[str, ...], chosen: str | None,
                     f"ds.select_columns([...]) or the spec option '?{what}=COL'")
 
 
+def hf_columns(feats: Any, where: str, image: str | None, label: str | None) -> tuple[str, str, list[str]]:
+    """(image column, label column, class names) of ``datasets`` features: the one ``Image`` and the one
+    ``ClassLabel`` column (or the preferred names among several, or the ones chosen)."""
+    datasets = import_datasets()
+    images = [c for c, f in feats.items() if isinstance(f, datasets.Image)]
+    labels = [c for c, f in feats.items() if isinstance(f, datasets.ClassLabel)]
+    image_col = _pick(images, _IMAGE_COLUMNS, image, "image", where, feats)
+    label_col = _pick(labels, _LABEL_COLUMNS, label, "label", where, feats)
+    return image_col, label_col, [str(n) for n in feats[label_col].names]
+
+
+def image_bytes(cell: Any) -> bytes:
+    """The encoded bytes of an ``Image(decode=False)`` cell (stored bytes, or the local file it points to);
+    OSError when there are none."""
+    if cell is None:
+        raise OSError("no image in this row")
+    if cell.get("bytes") is not None:
+        return cell["bytes"]
+    path = cell.get("path")
+    if not path:
+        raise OSError("the image cell holds neither bytes nor a path")
+    with open(path, "rb") as f:  # an Image feature that stores paths to local files
+        return f.read()
+
+
 class HFSource(MapSource):
     """A ``datasets.Dataset`` with an image column and a ClassLabel column (see the module docstring)."""
 
@@ -245,12 +271,7 @@ class HFSource(MapSource):
 
     def __init__(self, ds: Any, split: str, where: str, image: str | None = None, label: str | None = None):
         datasets = import_datasets()
-        feats = ds.features
-        images = [c for c, f in feats.items() if isinstance(f, datasets.Image)]
-        labels = [c for c, f in feats.items() if isinstance(f, datasets.ClassLabel)]
-        self.image_col = _pick(images, _IMAGE_COLUMNS, image, "image", where, feats)
-        self.label_col = _pick(labels, _LABEL_COLUMNS, label, "label", where, feats)
-        names = [str(n) for n in feats[self.label_col].names]
+        self.image_col, self.label_col, names = hf_columns(ds.features, where, image, label)
         # the stored bytes, decoded by vitkit's own pipeline (same path as image files)
         self.ds = ds.select_columns([self.image_col, self.label_col]).cast_column(
             self.image_col, datasets.Image(decode=False))
@@ -259,22 +280,13 @@ class HFSource(MapSource):
         self.where = where
 
     def load(self, i: int) -> bytes:
-        cell = self.ds[int(i)][self.image_col]
-        if cell is None:
-            raise OSError("no image in this row")
-        if cell.get("bytes") is not None:
-            return cell["bytes"]
-        path = cell.get("path")
-        if not path:
-            raise OSError("the image cell holds neither bytes nor a path")
-        with open(path, "rb") as f:  # an Image feature that stores paths to local files
-            return f.read()
+        return image_bytes(self.ds[int(i)][self.image_col])
 
     def name(self, i: int) -> str:
         return f"{self.where}[{self.split}][{i}]"
 
 
-def _select_split(obj: Any, split: str, where: str) -> Any:
+def select_split(obj: Any, split: str, where: str) -> Any:
     """The split of a DatasetDict (``test`` and ``val`` stand in for each other, as for every source)."""
     if not has_splits(obj):
         return obj
@@ -343,9 +355,6 @@ def open_object_source(obj: Any, split: str, options: dict[str, str] | None = No
     unknown = sorted(set(options) - {"image", "label"})
     if unknown:
         raise UserError(f"{where}: unknown option(s) {', '.join(unknown)}; valid: image=COL, label=COL")
-    ds = _select_split(obj, split, where)
-    if hf_type(ds) in ("IterableDataset", "IterableDatasetDict"):
-        raise UserError(f"{where}: a streaming datasets.IterableDataset cannot be shuffled, split and resumed "
-                        "deterministically by vitkit; load it as a map-style Dataset (load_dataset(..., "
-                        "streaming=False)) or write it to parquet/WebDataset shards")
+    ds = select_split(obj, split, where)
+    assert hf_type(ds) == "Dataset", "a streaming IterableDataset is a stream (vitkit.data.hfstream)"
     return HFSource(ds, split, where, options.get("image"), options.get("label"))

@@ -53,11 +53,15 @@ class WdsSource:
     def info(self) -> DatasetInfo:
         return DatasetInfo(self.num_classes, self.class_names, self.num_examples, False, "wds", self.split, 3)
 
+    def items(self, i: int) -> Iterator[tuple[Any, ...]]:
+        """The raw items of shard ``i`` (:func:`iter_shard`); other streams (vitkit.data.hfstream) override it."""
+        return iter_shard(self.shards[i], i)
+
     def check_first_shard(self, num_classes: int, max_samples: int = 64, strict: bool = True) -> None:
         """Read the first samples of the first shard: labels must be in range. ``strict`` also fails on an
         unreadable or empty shard and on samples without a label (the loader itself counts and skips those)."""
         n = 0
-        for item in iter_shard(self.shards[0], 0):
+        for item in self.items(0):
             if item[0] == "corrupt_shard":
                 if strict:
                     raise UserError(f"wds: shard {self.shards[0]!r} cannot be read: {item[3]}")
