@@ -120,6 +120,17 @@ def _stdout_closed() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..progress import disable_bars
+
+    try:
+        return _main(argv)
+    finally:
+        # --no-progress is one command's: a caller that runs commands in-process (tests, notebooks) gets the
+        # process default (bars on a terminal) back for the next one
+        disable_bars(False)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
     if not getattr(args, "func", None):
