@@ -9,14 +9,6 @@ from vitkit.errors import UserError
 OLD, NEW = bytes(range(256)) * 64, bytes(reversed(range(256))) * 80
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("VITKIT_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path / "cache"
-
-
 def _cut(srv: FileServer, url: str) -> int:
     srv.cut_next = 1
     with pytest.raises(DownloadError, match="interrupted"):

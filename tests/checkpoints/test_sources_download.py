@@ -15,14 +15,6 @@ from vitkit.download import cache_path
 TINY = dict(num_classes=3, image_size=16, patch_size=4, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64)
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("VITKIT_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path / "cache"
-
-
 def _files(tmp_path):
     """A tiny model as vitkit safetensors and as an official .npz, as bytes."""
     model = vitkit.create_model("ViT-Ti_16", **TINY)

@@ -31,6 +31,7 @@ from ..errors import UserError
 from .figures import (
     _to_display,
     check_analyzable,
+    check_images,
     collect_attention_stats,
     embedding_pca,
     filters_rgb,
@@ -117,10 +118,7 @@ def explorer_data(
 
     check_analyzable(model)
     cfg = model.config
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise UserError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
-    if labels is not None and len(labels) != len(images):
-        raise UserError(f"labels: {len(labels)} given for {len(images)} images")
+    check_images(images, labels)
     model.eval()
     num_layers, heads = len(model.blocks), cfg.num_heads
     prefix, side = cfg.num_prefix_tokens, cfg.grid_size[0]

@@ -28,6 +28,14 @@ from ..errors import UserError
 from .attention import attention_rollout, mean_attention_distance
 
 
+def check_images(images: torch.Tensor, labels: Sequence[str] | None) -> None:
+    """The analyses' input: a non-empty (N, C, H, W) batch, and one true label per image when labels are given."""
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise UserError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    if labels is not None and len(labels) != len(images):
+        raise UserError(f"labels: {len(labels)} given for {len(images)} images")
+
+
 def check_analyzable(model: nn.Module) -> None:
     """ValueError with a clear message unless ``model`` is a ViT/hybrid with a square patch grid."""
     cfg = model.config
@@ -306,10 +314,7 @@ def write_figures(
     """
     check_analyzable(model)
     cfg = model.config
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise UserError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
-    if labels is not None and len(labels) != len(images):
-        raise UserError(f"labels: {len(labels)} given for {len(images)} images")
+    check_images(images, labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
